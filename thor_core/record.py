@@ -1,0 +1,194 @@
+"""The trajectory record: the one type that flows through the whole pipeline.
+
+TIRGen writes it, SFT reads it, RL produces it, evaluation grades it, figures
+read the graded files. It carries everything the engine already knew, so no
+later stage re-parses rendered text:
+
+- ``prompt_ids`` and ``completion_ids``: the exact token ids the model was
+  conditioned on and produced (decoding them reproduces the trajectory text);
+- ``mask``: one entry per completion token, 1 if the policy sampled it, 0 if it
+  was inserted (tool output blocks);
+- ``logprobs``: per completion token, the sampling policy's log-prob (None for
+  inserted tokens), when the backend reports them;
+- ``tool_calls``: each call's code, result and token spans (half-open
+  ``[start, end)`` indices into ``completion_ids``);
+- ``corrections``: what self-correction threw away (for analysis only; the
+  ids hold only the kept path).
+
+Covered: JSONL (append-safe, resumable) and ``datasets.Dataset`` round trips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed", "context")
+
+
+@dataclass
+class ToolCall:
+    """One executed code block and its result.
+
+    ``code_span`` covers the policy tokens of the ```python block (fences
+    included); ``output_span`` the inserted ```output block tokens (empty when
+    the output was not inserted, e.g. a failed call that self-correction
+    retried).
+    """
+
+    code: str
+    success: bool
+    observation: str
+    code_span: tuple[int, int]
+    output_span: tuple[int, int]
+    timed_out: bool = False
+    duration_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.code_span = tuple(self.code_span)
+        self.output_span = tuple(self.output_span)
+
+
+@dataclass
+class Correction:
+    """A failed call that self-correction backtracked over (kept for analysis)."""
+
+    at_token: int  # completion index where the dropped text started
+    dropped_text: str  # reasoning suffix + code that were regenerated
+    code: str
+    observation: str
+
+
+@dataclass
+class Trajectory:
+    question_id: str
+    question: str
+    gold_answer: str | None
+    prompt_ids: list[int]
+    completion_ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float | None] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    corrections: list[Correction] = field(default_factory=list)
+    completion_text: str = ""
+    final_answer: str | None = None
+    correct: bool | None = None
+    finish_reason: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tool_calls = [c if isinstance(c, ToolCall) else ToolCall(**c) for c in self.tool_calls]
+        self.corrections = [c if isinstance(c, Correction) else Correction(**c) for c in self.corrections]
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the invariants every stage relies on; raise ValueError naming the broken one."""
+        n = len(self.completion_ids)
+        if len(self.mask) != n:
+            raise ValueError(f"trajectory {self.question_id!r}: mask has {len(self.mask)} entries for {n} tokens")
+        if self.logprobs is not None and len(self.logprobs) != n:
+            raise ValueError(f"trajectory {self.question_id!r}: logprobs has {len(self.logprobs)} entries for {n} tokens")
+        if any(m not in (0, 1) for m in self.mask):
+            raise ValueError(f"trajectory {self.question_id!r}: mask entries must be 0 or 1")
+        for call in self.tool_calls:
+            for name in ("code_span", "output_span"):
+                start, end = getattr(call, name)
+                if not 0 <= start <= end <= n:
+                    raise ValueError(f"trajectory {self.question_id!r}: {name} {start, end} outside 0..{n}")
+        if self.finish_reason and self.finish_reason not in FINISH_REASONS:
+            raise ValueError(f"finish_reason must be one of {FINISH_REASONS}, got {self.finish_reason!r}")
+
+    # -- derived views ---------------------------------------------------
+    @property
+    def n_calls(self) -> int:
+        return len(self.tool_calls)
+
+    @property
+    def n_failed_calls(self) -> int:
+        return sum(not c.success for c in self.tool_calls)
+
+    @property
+    def all_calls_succeeded(self) -> bool:
+        return all(c.success for c in self.tool_calls)
+
+    @property
+    def n_policy_tokens(self) -> int:
+        return sum(self.mask)
+
+    def text(self, tokenizer) -> str:
+        """The completion as the model saw it, decoded from the ids."""
+        return tokenizer.decode(self.completion_ids, skip_special_tokens=False)
+
+    # -- serialisation ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tool_calls"] = [{**c, "code_span": list(c["code_span"]), "output_span": list(c["output_span"])} for c in d["tool_calls"]]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown trajectory fields {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+def write_jsonl(records: Iterable[Trajectory], path: str | os.PathLike, append: bool = False) -> None:
+    """Write records one JSON line each; each line is flushed so a kill loses at most one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a" if append else "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+            f.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Trajectory]:
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[Trajectory]:
+    """Read records; a torn last line (a killed writer) is skipped, a torn middle line is an error."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                return
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
+        yield Trajectory.from_dict(d)
+
+
+# Arrow needs one schema: free-form fields travel as JSON strings.
+_JSON_COLUMNS = ("metadata", "tool_calls", "corrections", "logprobs")
+
+
+def to_dataset(records: Iterable[Trajectory]):
+    """A ``datasets.Dataset`` with one row per record (lossless, see ``from_dataset``)."""
+    import datasets
+
+    rows = []
+    for r in records:
+        d = r.to_dict()
+        for k in _JSON_COLUMNS:
+            d[k] = json.dumps(d[k], ensure_ascii=False)
+        rows.append(d)
+    return datasets.Dataset.from_list(rows)
+
+
+def from_dataset(dataset) -> list[Trajectory]:
+    out = []
+    for row in dataset:
+        d = dict(row)
+        for k in _JSON_COLUMNS:
+            d[k] = json.loads(d[k])
+        out.append(Trajectory.from_dict(d))
+    return out
