@@ -117,8 +117,15 @@ def _fences(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), m.group(1).lower()) for m in _FENCE_LINE.finditer(text)]
 
 
-def pending_code(text: str) -> str | None:
-    """The code of a ```python block that ``text`` has just closed, else None.
+@dataclass(frozen=True)
+class CodeBlock:
+    start: int  # character offset of the opening fence
+    end: int  # character offset just past the closing fence
+    code: str
+
+
+def pending_code_block(text: str) -> CodeBlock | None:
+    """The ```python block that ``text`` has just closed, else None.
 
     "Just closed" means: the last fence in ``text`` is a bare closing fence, the
     fence before it opens a python block, and nothing but whitespace follows the
@@ -130,10 +137,15 @@ def pending_code(text: str) -> str | None:
     (open_start, open_end, lang), (close_start, close_end, close_lang) = fences[-2], fences[-1]
     if close_lang or lang not in _CODE_LANGS or text[close_end:].strip():
         return None
-    # The opening fence must itself be an opener: count fences before it.
-    if _is_inside_block(fences[:-2]):
+    if _is_inside_block(fences[:-2]):  # the "opener" is really the closer of an earlier block
         return None
-    return text[open_end:close_start].strip("\n")
+    return CodeBlock(start=open_start, end=close_end, code=text[open_end:close_start].strip("\n"))
+
+
+def pending_code(text: str) -> str | None:
+    """The code of the block ``text`` has just closed (see ``pending_code_block``), else None."""
+    block = pending_code_block(text)
+    return block.code if block else None
 
 
 def _is_inside_block(fences: list[tuple[int, int, str]]) -> bool:

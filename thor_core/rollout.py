@@ -1,0 +1,338 @@
+"""The rollout engine: tool-integrated generation on token ids.
+
+One coroutine per trajectory: generate until a ```python block closes, run it
+in the trajectory's sandbox session, insert the ```output block, continue,
+until EOS, a boxed answer, the token budget or the tool-round limit. All
+backends (``thor_core.backends``) serve these coroutines concurrently, so a
+trajectory waiting for its tool never stalls the others.
+
+Token bookkeeping is exact by construction: the record's ids are the ids the
+backend sampled plus the ids of the inserted blocks, in order; nothing is
+re-tokenised from rendered text. The mask marks sampled tokens 1 and inserted
+tokens 0; every tool call carries its code span and output span.
+
+Covered: the tool loop and its limits; self-correction (paper section 2.4:
+backtrack over a failed call, regenerate suffix and code, at most
+``max_corrections`` tries per failing call, retries counting as tool rounds);
+continuing from any prefix (TIRGen's rewritten steps, step-level RL's cut
+points) with the sandbox state replayed; stopping after one executed code
+block or after one reasoning step; chain-of-thought mode without tools.
+Not covered: grading (``thor_core.grading``) and best-of-N selection
+(``thor_core.selection``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Sequence
+
+from thor_core import tir
+from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, Backend, SamplingParams, Segment, SegmentRequest
+from thor_core.record import Correction, ToolCall, Trajectory
+
+CODE_STOP = "```\n"  # the segment may have closed a code block: the loop checks whether it did
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Limits and options of one rollout; defaults follow THOR_METHOD.md (RL settings)."""
+
+    max_new_tokens: int = 4096  # completion budget: sampled plus inserted tokens
+    max_tool_rounds: int = 5  # executed code blocks, retries included (paper: 5 in RL, 10 at evaluation)
+    tools: bool = True  # False: chain-of-thought, code blocks are not executed
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int = 0
+    observation: tir.ObservationFormat = tir.DEFAULT_OBSERVATION
+    stop_after_answer: bool = True  # end once a segment leaves a \boxed{} answer outside code
+    self_correction: bool = False
+    correction_suffix_tokens: int = 500  # L_suf at inference (authors: 500; step-level RL uses 100)
+    max_corrections: int = 4  # N_corr retries per failing call; reset after a success
+    stop_after_code: bool = False  # step-level RL: end after exactly one executed code block
+    step_stop: tuple[str, ...] = ()  # TIRGen actor steps: end the rollout at one of these (e.g. "\n\n")
+    code_timeout_s: float | None = None  # per call; None = the sandbox's default
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "correction_suffix_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RolloutConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_tool_rounds", "max_corrections"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RolloutConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass
+class RolloutTask:
+    """One trajectory to produce: a prompt and, optionally, a prefix to continue from."""
+
+    question_id: str
+    question: str
+    gold_answer: str | None
+    prompt_ids: list[int]
+    prefix: Trajectory | None = None  # completion so far (ids, mask, calls): continued, never re-sampled
+    seed: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def make_tasks(problems: Iterable, tokenizer, mode: str = "tir", n_samples: int = 1, seed: int = 0) -> list[RolloutTask]:
+    """``n_samples`` tasks per problem (objects with ``id``, ``question``, ``answer``), chat-templated."""
+    tasks = []
+    for problem in problems:
+        prompt_ids = tokenizer.encode(tir.render_prompt(tokenizer, problem.question, mode), add_special_tokens=False)
+        for k in range(n_samples):
+            tasks.append(
+                RolloutTask(
+                    question_id=str(problem.id),
+                    question=problem.question,
+                    gold_answer=problem.answer,
+                    prompt_ids=prompt_ids,
+                    seed=_mix(seed, str(problem.id), k),
+                    metadata={"sample": k, "mode": mode, "source": getattr(problem, "source", "")},
+                )
+            )
+    return tasks
+
+
+def _mix(*parts) -> int:
+    """A stable 31-bit seed from parts (Python's hash() is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+class _Builder:
+    """The growing completion: ids, mask, log-probs, calls and corrections."""
+
+    def __init__(self, task: RolloutTask, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_ids = list(task.prompt_ids)
+        prefix = task.prefix
+        self.ids: list[int] = list(prefix.completion_ids) if prefix else []
+        self.mask: list[int] = list(prefix.mask) if prefix else []
+        self.logprobs: list[float | None] = list(prefix.logprobs) if prefix and prefix.logprobs else [None] * len(self.ids)
+        self.calls: list[ToolCall] = list(prefix.tool_calls) if prefix else []
+        self.corrections: list[Correction] = []
+        self.floor = len(self.ids)  # never backtrack into the prefix or an inserted block
+        self.has_logprobs = True
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=False)
+
+    def add_sampled(self, segment: Segment) -> None:
+        self.ids += segment.ids
+        self.mask += [1] * len(segment.ids)
+        if segment.logprobs is None:
+            self.has_logprobs = False
+            self.logprobs += [None] * len(segment.ids)
+        else:
+            self.logprobs += segment.logprobs
+
+    def add_inserted(self, text: str) -> tuple[int, int]:
+        new = self.tokenizer.encode(text, add_special_tokens=False)
+        start = len(self.ids)
+        self.ids += new
+        self.mask += [0] * len(new)
+        self.logprobs += [None] * len(new)
+        self.floor = len(self.ids)
+        return start, len(self.ids)
+
+    def token_at_char(self, offset: int) -> int:
+        """Index of the token holding character ``offset`` of the completion text."""
+        lo, hi = 0, len(self.ids)  # smallest k with len(decode(ids[:k])) > offset
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(self.tokenizer.decode(self.ids[:mid], skip_special_tokens=False)) > offset:
+                hi = mid
+            else:
+                lo = mid + 1
+        return max(lo - 1, 0)
+
+    def backtrack(self, to: int) -> str:
+        dropped = self.tokenizer.decode(self.ids[to:], skip_special_tokens=False)
+        del self.ids[to:], self.mask[to:], self.logprobs[to:]
+        return dropped
+
+
+async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: RolloutConfig) -> Trajectory:
+    """Produce one trajectory for ``task`` (see the module docstring for the loop)."""
+    b = _Builder(task, backend.tokenizer)
+    key = f"{task.question_id}/{uuid.uuid4().hex}"
+    session = sandbox.session() if cfg.tools else None
+    rounds, retries, segments = 0, 0, 0
+    stops = tuple(dict.fromkeys(((CODE_STOP,) if cfg.tools else ()) + cfg.step_stop))
+    base_seed = task.seed if task.seed is not None else cfg.seed
+    finish = ""
+    try:
+        if session is not None:
+            for call in b.calls:  # rebuild the prefix's sandbox state
+                if call.success:
+                    await asyncio.to_thread(session.run, call.code, cfg.code_timeout_s)
+        while not finish:
+            budget = cfg.max_new_tokens - len(b.ids)
+            if budget <= 0:
+                finish = "length"
+                break
+            segment = await backend.generate(
+                SegmentRequest(
+                    ids=b.prompt_ids + b.ids,
+                    max_new_tokens=budget,
+                    stop=stops,
+                    sampling=cfg.sampling,
+                    seed=_mix(base_seed, segments),
+                    key=key,
+                )
+            )
+            segments += 1
+            b.add_sampled(segment)
+            text = b.text()
+            if segment.finish == FINISH_EOS:
+                finish = "eos"
+            elif segment.finish == FINISH_LENGTH:
+                finish = "length"
+            block = tir.pending_code_block(text) if cfg.tools and not finish else None
+            if block is None:
+                if finish:
+                    break
+                if cfg.step_stop and not tir.in_open_code_block(text) and _ends_with_stop(backend, segment, cfg.step_stop):
+                    finish = "step"
+                elif cfg.stop_after_answer and _answered(text):
+                    finish = "answer"
+                continue  # a stop string that closed no python block: keep generating
+            if cfg.stop_after_answer and _answered(text[: block.start]):
+                finish = "answer"
+                break
+            if rounds >= cfg.max_tool_rounds:
+                finish = "max_tool_rounds"
+                break
+            rounds += 1
+            code_start = b.token_at_char(block.start)
+            result = await asyncio.to_thread(session.run, block.code, cfg.code_timeout_s)
+            if not result.success and cfg.self_correction and retries < cfg.max_corrections and rounds < cfg.max_tool_rounds:
+                retries += 1
+                cut = max(b.floor, code_start - cfg.correction_suffix_tokens)
+                b.corrections.append(
+                    Correction(at_token=cut, dropped_text=b.backtrack(cut), code=block.code, observation=result.observation)
+                )
+                continue
+            retries = 0
+            output_span = b.add_inserted(tir.output_block_prefix(text) + tir.render_output_block(result.observation))
+            b.calls.append(
+                ToolCall(
+                    code=block.code,
+                    success=result.success,
+                    observation=result.observation,
+                    code_span=(code_start, output_span[0]),
+                    output_span=output_span,
+                    timed_out=result.timed_out,
+                    duration_s=result.duration_s,
+                )
+            )
+            if cfg.stop_after_code:
+                finish = "code_executed"
+    finally:
+        backend.release(key)
+        if session is not None:
+            session.close()
+    text = b.text()
+    return Trajectory(
+        question_id=task.question_id,
+        question=task.question,
+        gold_answer=task.gold_answer,
+        prompt_ids=b.prompt_ids,
+        completion_ids=b.ids,
+        mask=b.mask,
+        logprobs=b.logprobs if b.has_logprobs else None,
+        tool_calls=b.calls,
+        corrections=b.corrections,
+        completion_text=text,
+        final_answer=tir.last_boxed(text),
+        finish_reason=finish,
+        metadata={**task.metadata, "seed": base_seed, "segments": segments, "tool_rounds": rounds, "backend": backend.name},
+    )
+
+
+def _ends_with_stop(backend: Backend, segment: Segment, stops: tuple[str, ...]) -> bool:
+    tail = backend.tokenizer.decode(segment.ids[-8:], skip_special_tokens=False)
+    return any(s in tail for s in stops)
+
+
+def _answered(text: str) -> bool:
+    return tir.last_boxed(text) is not None and not tir.in_open_code_block(text)
+
+
+async def rollout_many(
+    backend: Backend, sandbox, tasks: Sequence[RolloutTask], cfg: RolloutConfig, on_done: Callable[[int, Trajectory], None] | None = None
+) -> list[Trajectory]:
+    """All ``tasks`` concurrently; results in task order. ``on_done(i, record)`` fires as each finishes."""
+
+    async def one(i: int, task: RolloutTask) -> Trajectory:
+        record = await rollout_one(backend, sandbox, task, cfg)
+        if on_done is not None:
+            on_done(i, record)
+        return record
+
+    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
+
+
+def run_rollouts(
+    backend: Backend,
+    sandbox,
+    tasks: Sequence[RolloutTask],
+    cfg: RolloutConfig,
+    progress: bool = True,
+    on_done: Callable[[int, Trajectory], None] | None = None,
+) -> list[Trajectory]:
+    """Blocking wrapper of ``rollout_many`` that also works inside Jupyter's running event loop.
+
+    Checks the sandbox first when tools are on: a dead sandbox stops the run at
+    once instead of turning every call into an error.
+    """
+    if cfg.tools:
+        if sandbox is None:
+            raise ValueError("tools are on (RolloutConfig.tools=True) but no sandbox was given")
+        sandbox.health_check()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), desc=f"rollouts ({backend.name})", unit="traj")
+
+    def done(i: int, record: Trajectory) -> None:
+        if bar is not None:
+            bar.update(1)
+        if on_done is not None:
+            on_done(i, record)
+
+    try:
+        return _run_coroutine(rollout_many(backend, sandbox, tasks, cfg, done))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_coroutine(coro):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict = {}  # a loop is running (Jupyter): run ours on a thread of its own
+
+    def target():
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as e:
+            box["error"] = e
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def with_sampling(cfg: RolloutConfig, **changes) -> RolloutConfig:
+    """A copy of ``cfg`` with sampling fields changed (temperature=..., top_p=...)."""
+    return replace(cfg, sampling=replace(cfg.sampling, **changes))
