@@ -1,0 +1,133 @@
+"""VLLMBackend against the small embedded SmolLM2 model, in float32.
+
+Covered: greedy ids equal transformers' greedy ``generate``; EOS, stop-string
+and length finishes; one log-prob per token; concurrent requests finishing
+independently (continuous batching, not lock-step); a bad request failing
+alone; ``load_weights`` changing and restoring the outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GREEDY, SamplingParams, SegmentRequest
+from thor_core.models import resolve_model
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.model,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed"),
+]
+
+MODEL = "embedded:smollm2-135m-instruct"
+
+
+def chat_ids(tokenizer, question: str) -> list[int]:
+    return list(tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_dict=False))
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from thor_core.backends.vllm import VLLMBackend
+
+    with VLLMBackend.from_model_name(MODEL, dtype="float32", max_model_len=1024, kv_cache_gib=1) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(resolve_model(MODEL), dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def prompt(backend) -> list[int]:
+    return chat_ids(backend.tokenizer, "Say hello.")
+
+
+def generate(backend, request: SegmentRequest):
+    return asyncio.run(backend.generate(request))
+
+
+def test_greedy_matches_transformers_and_ends_at_eos(backend, hf_model, prompt):
+    segment = generate(backend, SegmentRequest(prompt, max_new_tokens=64, sampling=GREEDY))
+    with torch.no_grad():
+        out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=64, do_sample=False, eos_token_id=sorted(backend.eos_token_ids))
+    expected = out[0, len(prompt) :].tolist()
+    assert segment.ids == expected  # float32 on both sides: the whole answer agrees
+    assert segment.finish == FINISH_EOS and segment.ids[-1] in backend.eos_token_ids
+    assert len(segment.logprobs) == len(segment.ids)
+    assert all(lp <= 0 for lp in segment.logprobs)
+
+
+def test_stop_string_stops_the_segment(backend, prompt):
+    greedy = generate(backend, SegmentRequest(prompt, max_new_tokens=16, sampling=GREEDY))
+    stop = backend.tokenizer.decode(greedy.ids[4:6]).strip()  # a piece of the greedy answer
+    segment = generate(backend, SegmentRequest(prompt, max_new_tokens=16, stop=(stop,), sampling=GREEDY))
+    assert segment.finish == FINISH_STOP
+    assert stop in backend.tokenizer.decode(segment.ids)
+    assert stop not in backend.tokenizer.decode(segment.ids[:-1])  # it stopped on the first match
+    assert segment.ids == greedy.ids[: len(segment.ids)]
+    assert len(segment.logprobs) == len(segment.ids)
+
+
+def test_max_new_tokens_gives_length(backend, prompt):
+    segment = generate(backend, SegmentRequest(prompt, max_new_tokens=5, sampling=SamplingParams(temperature=1.0), seed=3))
+    assert segment.finish == FINISH_LENGTH
+    assert len(segment.ids) == len(segment.logprobs) == 5
+    again = generate(backend, SegmentRequest(prompt, max_new_tokens=5, sampling=SamplingParams(temperature=1.0), seed=3))
+    assert again.ids == segment.ids  # a request's seed fixes its sample
+
+
+def test_requests_advance_independently(backend, prompt):
+    async def run():
+        long = asyncio.create_task(backend.generate(SegmentRequest(prompt, max_new_tokens=64, sampling=GREEDY)))
+        short = asyncio.create_task(backend.generate(SegmentRequest(prompt, max_new_tokens=3, sampling=GREEDY)))
+        await short
+        assert not long.done()  # the short one left the batch while the long one decodes
+        await asyncio.sleep(0.2)
+        late = await backend.generate(SegmentRequest(prompt, max_new_tokens=3, sampling=GREEDY))
+        assert not long.done()  # a request that arrived later joined the running batch
+        many = await asyncio.gather(
+            *(
+                backend.generate(SegmentRequest(prompt, max_new_tokens=8, sampling=SamplingParams(temperature=0.8), seed=i))
+                for i in range(8)
+            )
+        )
+        return await long, short.result(), late, many
+
+    long, short, late, many = asyncio.run(run())
+    assert long.finish == FINISH_EOS and short.finish == late.finish == FINISH_LENGTH
+    assert short.ids == late.ids == long.ids[:3]
+    assert all(len(s.ids) == len(s.logprobs) for s in many)
+    assert len({tuple(s.ids) for s in many}) > 1  # different seeds, different samples
+
+
+def test_a_bad_request_fails_alone(backend, prompt):
+    with pytest.raises(Exception, match="longer than the maximum model length"):
+        generate(backend, SegmentRequest([11] * 2000, max_new_tokens=4))
+    assert len(generate(backend, SegmentRequest(prompt, max_new_tokens=2)).ids) == 2
+
+
+def test_load_weights_changes_and_restores_outputs(backend, hf_model, prompt):
+    request = SegmentRequest(prompt, max_new_tokens=12, sampling=GREEDY)
+    before = generate(backend, request)
+    params = list(hf_model.named_parameters())
+    changed = [(n, p * 0.5 if n == "model.embed_tokens.weight" else p) for n, p in params]  # also the tied lm_head
+
+    start = time.perf_counter()
+    backend.load_weights(changed)
+    print(f"load_weights: {time.perf_counter() - start:.2f} s")
+    after = generate(backend, request)
+    assert after.ids != before.ids or after.logprobs != pytest.approx(before.logprobs, abs=1e-3)
+
+    backend.load_weights(params)
+    restored = generate(backend, request)
+    assert restored.ids == before.ids
+    assert restored.logprobs == pytest.approx(before.logprobs, abs=1e-4)

@@ -1,0 +1,168 @@
+"""The rollout loop on a scripted policy (deterministic) and on the real embedded model."""
+
+import pytest
+
+from thor_core.backends.scripted import SCRIPTED_LOGPROB, ScriptedBackend
+from thor_core.record import Trajectory
+from thor_core.rollout import RolloutConfig, RolloutTask, make_tasks, run_rollouts
+
+END = "<|im_end|>"
+
+
+def task_for(tokenizer, question="What is 6*7?", prefix=None):
+    from thor_core import tir
+
+    prompt = tokenizer.encode(tir.render_prompt(tokenizer, question), add_special_tokens=False)
+    return RolloutTask(question_id="q", question=question, gold_answer="42", prompt_ids=prompt, prefix=prefix)
+
+
+def run(tokenizer, sandbox, respond, **cfg):
+    backend = ScriptedBackend(tokenizer, respond)
+    [record] = run_rollouts(backend, sandbox, [task_for(tokenizer, prefix=cfg.pop("prefix", None))], RolloutConfig(**cfg), progress=False)
+    return record, backend
+
+
+def two_step_policy(context):
+    if "```output" not in context.split("<|im_start|>assistant")[-1]:
+        return "Let me compute.\n```python\nprint(6*7)\n```\n"
+    return "So the answer is \\boxed{42}." + END
+
+
+def test_masks_spans_and_text_are_exact(qwen_tokenizer, sandbox):
+    tok = qwen_tokenizer
+    record, backend = run(tok, sandbox, two_step_policy)
+    assert record.finish_reason == "eos" and record.final_answer == "42"
+    assert tok.decode(record.completion_ids) == record.completion_text
+    [call] = record.tool_calls
+    assert call.success and call.observation == "42"
+    out_start, out_end = call.output_span
+    assert tok.decode(record.completion_ids[out_start:out_end]) == "```output\n42\n```\n"
+    assert record.mask == [0 if out_start <= i < out_end else 1 for i in range(len(record.mask))]
+    assert "```python\nprint(6*7)\n```" in tok.decode(record.completion_ids[slice(*call.code_span)])
+    assert call.code_span[1] == out_start
+    policy_text = tok.decode([t for t, m in zip(record.completion_ids, record.mask) if m])
+    assert policy_text == "Let me compute.\n```python\nprint(6*7)\n```\nSo the answer is \\boxed{42}." + END
+    assert [lp is None for lp in record.logprobs] == [m == 0 for m in record.mask]
+    assert all(lp == SCRIPTED_LOGPROB for lp, m in zip(record.logprobs, record.mask) if m)
+
+
+def test_the_backend_is_conditioned_on_exactly_the_record_ids(qwen_tokenizer, sandbox):
+    """No separator token may be lost at the policy/tool boundary (verl #6921)."""
+    record, backend = run(qwen_tokenizer, sandbox, two_step_policy)
+    second = backend.requests[1].ids
+    out_end = record.tool_calls[0].output_span[1]
+    assert second == record.prompt_ids + record.completion_ids[:out_end]
+
+
+def test_tool_round_limit_marks_the_record(qwen_tokenizer, sandbox):
+    record, _ = run(qwen_tokenizer, sandbox, lambda c: "```python\nprint(1)\n```\n", max_tool_rounds=2)
+    assert record.finish_reason == "max_tool_rounds"
+    assert len(record.tool_calls) == 2
+    assert record.completion_text.count("```python") == 3  # the third block was written, never run
+
+
+def test_token_budget_marks_the_record(qwen_tokenizer, sandbox):
+    record, _ = run(qwen_tokenizer, sandbox, lambda c: "word " * 200, max_new_tokens=30)
+    assert record.finish_reason == "length" and len(record.completion_ids) == 30
+
+
+def test_self_correction_backtracks_and_keeps_only_the_kept_path(qwen_tokenizer, sandbox):
+    attempts = []
+
+    def policy(context):
+        body = context.split("<|im_start|>assistant")[-1]
+        if "```output" in body:
+            return "Done: \\boxed{42}." + END
+        attempts.append(body)
+        if len(attempts) == 1:
+            return "First I will divide carefully.\n```python\nprint(1/0)\n```\n"
+        return "Multiply instead.\n```python\nprint(6*7)\n```\n"
+
+    record, _ = run(qwen_tokenizer, sandbox, policy, self_correction=True, correction_suffix_tokens=3)
+    assert record.final_answer == "42" and record.all_calls_succeeded
+    assert "1/0" not in record.completion_text
+    [correction] = record.corrections
+    assert correction.code == "print(1/0)" and "ZeroDivisionError" in correction.observation
+    assert correction.dropped_text.endswith("```python\nprint(1/0)\n```\n")
+    # the retry resumed from the kept prefix: the first 3 tokens before the code were dropped, the rest kept
+    kept = qwen_tokenizer.decode(record.completion_ids[: correction.at_token])
+    assert "First I will" in kept and "carefully" not in kept
+    assert record.metadata["tool_rounds"] == 2  # the retry counted as a round
+
+
+def test_self_correction_gives_up_after_max_corrections(qwen_tokenizer, sandbox):
+    def policy(context):
+        body = context.split("<|im_start|>assistant")[-1]
+        if "```output" in body:
+            return "I could not compute it. \\boxed{0}" + END
+        return "Try.\n```python\nprint(1/0)\n```\n"
+
+    record, _ = run(qwen_tokenizer, sandbox, policy, self_correction=True, max_corrections=2, max_tool_rounds=10)
+    assert len(record.corrections) == 2
+    [call] = record.tool_calls  # the third failure was shown to the model
+    assert not call.success and "ZeroDivisionError" in call.observation
+    assert record.metadata["tool_rounds"] == 3
+
+
+def test_stop_after_answer_skips_code_written_after_the_box(qwen_tokenizer, sandbox):
+    record, _ = run(qwen_tokenizer, sandbox, lambda c: "It is \\boxed{5}.\n```python\nprint(5)\n```\n")
+    assert record.finish_reason == "answer" and record.tool_calls == []
+
+
+def test_continuing_from_a_prefix_replays_the_sandbox_state(qwen_tokenizer, sandbox):
+    first, _ = run(qwen_tokenizer, sandbox, lambda c: "```python\nx = 21\nprint(x)\n```\n", stop_after_code=True)
+    assert first.finish_reason == "code_executed" and first.tool_calls[0].observation == "21"
+    record, backend = run(
+        qwen_tokenizer, sandbox, lambda c: "```python\nprint(x * 2)\n```\n", prefix=first, stop_after_code=True
+    )
+    assert record.completion_ids[: len(first.completion_ids)] == first.completion_ids
+    assert record.mask[: len(first.mask)] == first.mask
+    assert [c.observation for c in record.tool_calls] == ["21", "42"]
+    assert backend.requests[0].ids == first.prompt_ids + first.completion_ids
+
+
+def test_cot_mode_never_runs_code(qwen_tokenizer):
+    record, _ = run(qwen_tokenizer, None, lambda c: "```python\nprint(1)\n```\nthen \\boxed{1}" + END, tools=False)
+    assert record.tool_calls == [] and record.finish_reason == "eos" and all(record.mask)
+
+
+def test_step_mode_stops_at_a_paragraph(qwen_tokenizer):
+    record, _ = run(qwen_tokenizer, None, lambda c: "Step one is this.\n\nStep two." + END, tools=False, step_stop=("\n\n",))
+    assert record.finish_reason == "step" and record.completion_text == "Step one is this.\n\n"
+
+
+def test_tools_without_a_sandbox_is_refused(qwen_tokenizer):
+    with pytest.raises(ValueError, match="no sandbox"):
+        run(qwen_tokenizer, None, two_step_policy)
+
+
+@pytest.mark.model
+def test_real_model_solves_arithmetic_with_code(sandbox):
+    """The embedded Qwen model, the hf backend and the real sandbox, end to end."""
+    from dataclasses import dataclass
+
+    from thor_core.backends import GREEDY
+    from thor_core.backends.hf import HFBackend
+    from thor_core.grading import answers_equivalent
+
+    @dataclass
+    class P:
+        id: str
+        question: str
+        answer: str
+
+    problems = [
+        P("a", "What is 123456789 * 987654321? Compute it with Python.", "121932631112635269"),
+        P("b", "What is the sum of the integers from 1 to 1000? Compute it with Python.", "500500"),
+        P("c", "What is 2 to the power 40? Compute it with Python.", "1099511627776"),
+    ]
+    with HFBackend.from_model_name("embedded:qwen2.5-coder-0.5b-instruct", max_batch=4) as backend:
+        tasks = make_tasks(problems, backend.tokenizer)
+        records = run_rollouts(backend, sandbox, tasks, RolloutConfig(max_new_tokens=300, sampling=GREEDY), progress=False)
+    for r in records:
+        assert isinstance(r, Trajectory)
+        assert backend.tokenizer.decode(r.completion_ids) == r.completion_text
+    with_code = [r for r in records if r.tool_calls and r.tool_calls[0].success]
+    assert with_code, [r.completion_text for r in records]
+    correct = [r for r, p in zip(records, problems) if r.final_answer and answers_equivalent(p.answer, r.final_answer)]
+    assert correct, [r.completion_text for r in records]
