@@ -28,7 +28,11 @@ MODEL = "embedded:smollm2-135m-instruct"
 
 
 def chat_ids(tokenizer, question: str) -> list[int]:
-    return list(tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, return_dict=False))
+    return list(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, return_dict=False
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,9 @@ def generate(backend, request: SegmentRequest):
 def test_greedy_matches_transformers_and_ends_at_eos(backend, hf_model, prompt):
     segment = generate(backend, SegmentRequest(prompt, max_new_tokens=64, sampling=GREEDY))
     with torch.no_grad():
-        out = hf_model.generate(torch.tensor([prompt]), max_new_tokens=64, do_sample=False, eos_token_id=sorted(backend.eos_token_ids))
+        out = hf_model.generate(
+            torch.tensor([prompt]), max_new_tokens=64, do_sample=False, eos_token_id=sorted(backend.eos_token_ids)
+        )
     expected = out[0, len(prompt) :].tolist()
     assert segment.ids == expected  # float32 on both sides: the whole answer agrees
     assert segment.finish == FINISH_EOS and segment.ids[-1] in backend.eos_token_ids
@@ -78,10 +84,14 @@ def test_stop_string_stops_the_segment(backend, prompt):
 
 
 def test_max_new_tokens_gives_length(backend, prompt):
-    segment = generate(backend, SegmentRequest(prompt, max_new_tokens=5, sampling=SamplingParams(temperature=1.0), seed=3))
+    segment = generate(
+        backend, SegmentRequest(prompt, max_new_tokens=5, sampling=SamplingParams(temperature=1.0), seed=3)
+    )
     assert segment.finish == FINISH_LENGTH
     assert len(segment.ids) == len(segment.logprobs) == 5
-    again = generate(backend, SegmentRequest(prompt, max_new_tokens=5, sampling=SamplingParams(temperature=1.0), seed=3))
+    again = generate(
+        backend, SegmentRequest(prompt, max_new_tokens=5, sampling=SamplingParams(temperature=1.0), seed=3)
+    )
     assert again.ids == segment.ids  # a request's seed fixes its sample
 
 
@@ -96,7 +106,9 @@ def test_requests_advance_independently(backend, prompt):
         assert not long.done()  # a request that arrived later joined the running batch
         many = await asyncio.gather(
             *(
-                backend.generate(SegmentRequest(prompt, max_new_tokens=8, sampling=SamplingParams(temperature=0.8), seed=i))
+                backend.generate(
+                    SegmentRequest(prompt, max_new_tokens=8, sampling=SamplingParams(temperature=0.8), seed=i)
+                )
                 for i in range(8)
             )
         )

@@ -275,3 +275,40 @@ def test_closed_grader_refuses_work():
     g.close()
     with pytest.raises(GraderError, match="closed"):
         g.grade("a", "a")
+
+
+def _grade_in_child(results) -> None:
+    results.put(answers_equivalent(r"\frac{1}{2}", "0.5"))
+
+
+def test_module_level_api_works_inside_a_worker_process():
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=_grade_in_child, args=(results,))
+    child.start()
+    try:
+        assert results.get(timeout=120) is True
+    finally:
+        child.join(30)
+    assert child.exitcode == 0
+
+
+def _use_inherited_grader(grader, results) -> None:
+    try:
+        grader.grade("a", "a")
+    except GraderError as e:
+        results.put(str(e))
+    else:
+        results.put("no error")
+
+
+def test_a_forked_copy_refuses_the_parents_pool():
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    with ScriptedGrader(workers=1) as g:
+        child = ctx.Process(target=_use_inherited_grader, args=(g, results))
+        child.start()
+        message = results.get(timeout=30)
+        child.join(30)
+        assert "create one per process" in message
+        assert g.grade("a", "a").correct  # the parent's pool is untouched

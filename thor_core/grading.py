@@ -38,9 +38,9 @@ import multiprocessing
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from thor_core.tir import last_boxed
 
@@ -225,6 +225,7 @@ class Grader:
         self.startup_timeout_s = startup_timeout_s
         self.memory_limit_mb = memory_limit_mb
         self._ctx = multiprocessing.get_context(start_method)
+        self._pid = os.getpid()  # the pipes belong to this process: a forked copy must not use them
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._lock = threading.Lock()
         self._closed = False
@@ -280,9 +281,7 @@ class Grader:
         """Grade the LAST boxed answer of a completion; no box means incorrect."""
         return self.grade(gold, last_boxed(completion_text), timeout_s)
 
-    def grade_completions(
-        self, pairs: Iterable[tuple[str, str]], timeout_s: float | None = None
-    ) -> list[GradeResult]:
+    def grade_completions(self, pairs: Iterable[tuple[str, str]], timeout_s: float | None = None) -> list[GradeResult]:
         """``grade_completion`` over (gold, completion_text) pairs, in order, across the pool."""
         return self.grade_batch(((g, last_boxed(text)) for g, text in pairs), timeout_s)
 
@@ -293,6 +292,11 @@ class Grader:
 
     # -- pool management -----------------------------------------------------
     def _take(self) -> _Worker:
+        if os.getpid() != self._pid:
+            raise GraderError(
+                f"this Grader belongs to process {self._pid}, not {os.getpid()}: create one per process "
+                "(the module-level functions do this for you)"
+            )
         while not self._closed:
             try:
                 return self._idle.get(timeout=0.5)
@@ -324,7 +328,7 @@ class Grader:
             except queue.Empty:
                 return
 
-    def __enter__(self) -> "Grader":
+    def __enter__(self) -> Grader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -341,7 +345,7 @@ def shared_grader() -> Grader:
     """The process-wide Grader behind the module-level functions (created on first use)."""
     global _shared
     with _shared_lock:
-        if _shared is None or _shared._closed:
+        if _shared is None or _shared._closed or _shared._pid != os.getpid():
             import atexit
 
             _shared = Grader(workers=max(1, min(2, os.cpu_count() or 1)))
@@ -359,7 +363,9 @@ def grade_completion(gold: str, completion_text: str, timeout_s: float = DEFAULT
     return shared_grader().grade_completion(gold, completion_text, timeout_s)
 
 
-def grade_trajectories(records: Sequence, grader: Grader | None = None, timeout_s: float | None = None) -> list[GradeResult]:
+def grade_trajectories(
+    records: Sequence, grader: Grader | None = None, timeout_s: float | None = None
+) -> list[GradeResult]:
     """Fill ``final_answer`` and ``correct`` on ``Trajectory`` records from their ``completion_text``.
 
     Records without a gold answer get ``final_answer`` only (``correct`` stays
@@ -370,7 +376,7 @@ def grade_trajectories(records: Sequence, grader: Grader | None = None, timeout_
     answers = [last_boxed(r.completion_text) for r in records]
     graded = [i for i, r in enumerate(records) if r.gold_answer is not None]
     results = grader.grade_batch(((records[i].gold_answer, answers[i]) for i in graded), timeout_s)
-    by_index = dict(zip(graded, results))
+    by_index = dict(zip(graded, results, strict=True))
     out = []
     for i, record in enumerate(records):
         record.final_answer = answers[i]

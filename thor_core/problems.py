@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import sympy as sp
 
@@ -74,7 +75,10 @@ def _arithmetic(rng: random.Random, level: int) -> Made:
         a, b = rng.randrange(10 ** (digits - 1), 10**digits), rng.randrange(10 ** (digits - 1), 10**digits)
         return f"Compute the exact value of ${a} \\times {b}$.", sp.Integer(a) * sp.Integer(b), t, {"a": a, "b": b}
     if t == "power":
-        base, exp = rng.randint(3, {1: 9, 2: 19, 3: 99}[level]), rng.randint({1: 8, 2: 15, 3: 25}[level], {1: 14, 2: 30, 3: 45}[level])
+        base, exp = (
+            rng.randint(3, {1: 9, 2: 19, 3: 99}[level]),
+            rng.randint({1: 8, 2: 15, 3: 25}[level], {1: 14, 2: 30, 3: 45}[level]),
+        )
         return f"Compute the exact value of ${base}^{{{exp}}}$.", sp.Integer(base) ** exp, t, {"base": base, "exp": exp}
     if t == "unit_fractions":
         count = {1: 3, 2: 4, 3: 6}[level]
@@ -95,14 +99,18 @@ def _modular(rng: random.Random, level: int) -> Made:
         m = rng.randint(10 ** (level + 1), 10 ** (level + 2))
         return (
             f"What is the remainder when ${a}^{{{e}}}$ is divided by ${m}$?",
-            pow(sp.Integer(a), e, m), t, {"a": a, "e": e, "m": m},
+            pow(sp.Integer(a), e, m),
+            t,
+            {"a": a, "e": e, "m": m},
         )
     if t == "inverse":
         m = int(sp.prevprime(rng.randint(10 ** (level + 1), 10 ** (level + 2))))
         a = rng.randint(2, m - 1)
         return (
             f"Find the integer $x$ with $0 \\le x < {m}$ such that ${a}x \\equiv 1 \\pmod{{{m}}}$.",
-            sp.mod_inverse(a, m), t, {"a": a, "m": m},
+            sp.mod_inverse(a, m),
+            t,
+            {"a": a, "m": m},
         )
     from sympy.ntheory.modular import crt
 
@@ -110,11 +118,13 @@ def _modular(rng: random.Random, level: int) -> Made:
     pool = [p for p in range(3, {1: 20, 2: 30, 3: 40}[level]) if sp.isprime(p)]
     moduli = sorted(rng.sample(pool, count))
     residues = [rng.randrange(m) for m in moduli]
-    lines = ", ".join(f"$x \\equiv {r} \\pmod{{{m}}}$" for r, m in zip(residues, moduli))
+    lines = ", ".join(f"$x \\equiv {r} \\pmod{{{m}}}$" for r, m in zip(residues, moduli, strict=True))
     value, _ = crt(moduli, residues)
     return (
         f"Find the smallest non-negative integer $x$ such that {lines}.",
-        sp.Integer(value), t, {"moduli": moduli, "residues": residues},
+        sp.Integer(value),
+        t,
+        {"moduli": moduli, "residues": residues},
     )
 
 
@@ -139,7 +149,9 @@ def _number_theory(rng: random.Random, level: int) -> Made:
         return f"What is the sum of all positive divisors of ${n}$?", sp.divisor_sigma(n), t, {"n": n}
     return (
         f"How many integers $k$ with $1 \\le k \\le {n}$ satisfy $\\gcd(k, {n}) = 1$?",
-        sp.totient(n), t, {"n": n},
+        sp.totient(n),
+        t,
+        {"n": n},
     )
 
 
@@ -148,14 +160,24 @@ def _counting(rng: random.Random, level: int) -> Made:
     if t == "choose":
         n = rng.randint({1: 8, 2: 30, 3: 80}[level], {1: 20, 2: 60, 3: 200}[level])
         k = rng.randint(2, n // 2)
-        return f"In how many ways can a committee of ${k}$ people be chosen from ${n}$ people?", sp.binomial(n, k), t, {"n": n, "k": k}
+        return (
+            f"In how many ways can a committee of ${k}$ people be chosen from ${n}$ people?",
+            sp.binomial(n, k),
+            t,
+            {"n": n, "k": k},
+        )
     if t == "arrangements":
         letters = "ABCDEFGH"[: 2 + level]
         counts = [rng.randint(1, 1 + level) for _ in letters]
-        word = "".join(c * k for c, k in zip(letters, counts))
+        word = "".join(c * k for c, k in zip(letters, counts, strict=True))
         word = "".join(rng.sample(word, len(word)))
         value = sp.factorial(len(word)) / sp.prod([sp.factorial(word.count(c)) for c in letters])
-        return f"How many distinct strings can be formed by rearranging all the letters of {word}?", value, t, {"word": word}
+        return (
+            f"How many distinct strings can be formed by rearranging all the letters of {word}?",
+            value,
+            t,
+            {"word": word},
+        )
     if t == "bounded_sums":
         parts, cap = level + 2, rng.randint(3, 4 + 2 * level)
         total = rng.randint(cap, parts * cap - 1)
@@ -164,12 +186,16 @@ def _counting(rng: random.Random, level: int) -> Made:
         return (
             f"How many ordered ${parts}$-tuples of integers $(x_1, \\ldots, x_{{{parts}}})$ with "
             f"$0 \\le x_i \\le {cap}$ satisfy $x_1 + \\cdots + x_{{{parts}}} = {total}$?",
-            value, t, {"parts": parts, "cap": cap, "total": total},
+            value,
+            t,
+            {"parts": parts, "cap": cap, "total": total},
         )
     n = rng.randint({1: 4, 2: 8, 3: 14}[level], {1: 7, 2: 13, 3: 25}[level])
     return (
         f"How many permutations of $1, 2, \\ldots, {n}$ leave no number in its original position?",
-        sp.subfactorial(n), t, {"n": n},
+        sp.subfactorial(n),
+        t,
+        {"n": n},
     )
 
 
@@ -183,7 +209,9 @@ def _probability(rng: random.Random, level: int) -> Made:
         return (
             f"${dice}$ fair ${sides}$-sided dice, with faces numbered $1$ to ${sides}$, are rolled. "
             f"What is the probability that the numbers shown add up to ${target}$? Give an exact fraction.",
-            sp.Rational(ways, sides**dice), t, {"dice": dice, "sides": sides, "target": target},
+            sp.Rational(ways, sides**dice),
+            t,
+            {"dice": dice, "sides": sides, "target": target},
         )
     if t == "urn":
         red, blue = rng.randint(2, 3 + 2 * level), rng.randint(2, 3 + 2 * level)
@@ -193,14 +221,18 @@ def _probability(rng: random.Random, level: int) -> Made:
         return (
             f"An urn holds ${red}$ red and ${blue}$ blue balls. ${draw}$ balls are drawn at random without "
             f"replacement. What is the probability that exactly ${want}$ of them are red?",
-            value, t, {"red": red, "blue": blue, "draw": draw, "want": want},
+            value,
+            t,
+            {"red": red, "blue": blue, "draw": draw, "want": want},
         )
     n = rng.randint(4 * level, 6 * level)
     h = rng.randint(n // 2, n - 1)
     value = sum((sp.binomial(n, k) for k in range(h, n + 1)), sp.Integer(0)) / sp.Integer(2) ** n
     return (
         f"A fair coin is flipped ${n}$ times. What is the probability of getting at least ${h}$ heads?",
-        value, t, {"n": n, "h": h},
+        value,
+        t,
+        {"n": n, "h": h},
     )
 
 
@@ -221,7 +253,9 @@ def _equations(rng: random.Random, level: int) -> Made:
         solved = sp.solve(poly.as_expr(), x)
         return (
             f"Find all real solutions of ${_poly_tex(coeffs)} = 0$. List them separated by commas.",
-            _roots_tex(solved), t, {"coeffs": coeffs},
+            _roots_tex(solved),
+            t,
+            {"coeffs": coeffs},
         )
     a, c = rng.randint(2, 5 * level + 4), rng.randint(2, 5 * level + 4)
     b, d = rng.randint(1, 10 * level), rng.randint(2, 5 * level + 4)
@@ -232,7 +266,9 @@ def _equations(rng: random.Random, level: int) -> Made:
     (value,) = sp.solve(sp.Eq(lhs, rhs), x)
     return (
         f"Solve for $x$: $\\frac{{{a}x + {b}}}{{{c}}} = \\frac{{{d}x - {e}}}{{{f}}}$.",
-        value, t, {"a": a, "b": b, "c": c, "d": d, "e": e, "f": f},
+        value,
+        t,
+        {"a": a, "b": b, "c": c, "d": d, "e": e, "f": f},
     )
 
 
@@ -245,13 +281,17 @@ def _systems(rng: random.Random, level: int) -> Made:
         if sp.Matrix(matrix).det() != 0:
             break
     rhs = [rng.randint(-4 * bound, 4 * bound) for _ in range(size)]
-    equations = [sp.Eq(sum(c * v for c, v in zip(row, names)), r) for row, r in zip(matrix, rhs)]
+    equations = [
+        sp.Eq(sum(c * v for c, v in zip(row, names, strict=True)), r) for row, r in zip(matrix, rhs, strict=True)
+    ]
     (solution,) = sp.linsolve(equations, *names)
     text = ", ".join(f"${sp.latex(eq.lhs)} = {eq.rhs}$" for eq in equations)
     ordered = "(" + ", ".join(str(v) for v in names) + ")"
     return (
         f"Solve the system {text}. Give the answer as the ordered {'pair' if size == 2 else 'triple'} ${ordered}$.",
-        _tuple_tex(solution), "linear_system", {"matrix": matrix, "rhs": rhs},
+        _tuple_tex(solution),
+        "linear_system",
+        {"matrix": matrix, "rhs": rhs},
     )
 
 
@@ -263,7 +303,9 @@ def _sequences(rng: random.Random, level: int) -> Made:
         value = sp.summation(a + (k - 1) * d, (k, 1, n))
         return (
             f"An arithmetic sequence has first term ${a}$ and common difference ${d}$. Find the sum of its first ${n}$ terms.",
-            value, t, {"a": a, "d": d, "n": n},
+            value,
+            t,
+            {"a": a, "d": d, "n": n},
         )
     if t == "geometric_sum":
         p, q = rng.randint(1, 4 + level), rng.randint(2, 5 + level)
@@ -274,13 +316,17 @@ def _sequences(rng: random.Random, level: int) -> Made:
         return (
             f"A geometric sequence has first term ${a}$ and common ratio $\\frac{{{p}}}{{{q}}}$. "
             f"Find the exact sum of its first ${n}$ terms.",
-            value, t, {"a": a, "p": p, "q": q, "n": n},
+            value,
+            t,
+            {"a": a, "p": p, "q": q, "n": n},
         )
     if t == "power_sum":
         power, n = rng.randint(2, 2 + level), rng.randint(20 * level, 200 * level)
         return (
             f"Compute $\\sum_{{k=1}}^{{{n}}} k^{{{power}}}$.",
-            sp.summation(k**power, (k, 1, n)), t, {"power": power, "n": n},
+            sp.summation(k**power, (k, 1, n)),
+            t,
+            {"power": power, "n": n},
         )
     c1, c2 = rng.randint(1, 2 + level), rng.randint(-2, 2 + level) or 1
     a1, a2 = rng.randint(-3, 5), rng.randint(-3, 5)
@@ -289,7 +335,9 @@ def _sequences(rng: random.Random, level: int) -> Made:
     return (
         f"A sequence has $a_1 = {a1}$, $a_2 = {a2}$ and $a_n = {c1}a_{{n-1}} {'+' if c2 > 0 else '-'} {abs(c2)}a_{{n-2}}$ "
         f"for $n \\ge 3$. Find $a_{{{target}}}$.",
-        step[0], t, {"c1": c1, "c2": c2, "a1": a1, "a2": a2, "target": target},
+        step[0],
+        t,
+        {"c1": c1, "c2": c2, "a1": a1, "a2": a2, "target": target},
     )
 
 
@@ -308,10 +356,12 @@ def _geometry(rng: random.Random, level: int) -> Made:
         q = [rng.randint(-5 * level, 5 * level) for _ in range(dims)]
         if p == q:
             q[0] += 1
-        value = sp.sqrt(sum((a - b) ** 2 for a, b in zip(p, q)))
+        value = sp.sqrt(sum((a - b) ** 2 for a, b in zip(p, q, strict=True)))
         return (
             f"Find the exact distance between the points ${_tuple_tex(p)}$ and ${_tuple_tex(q)}$.",
-            value, t, {"p": p, "q": q},
+            value,
+            t,
+            {"p": p, "q": q},
         )
     a, b, c = _triangle(rng, level)
     s = sp.Rational(a + b + c, 2)
@@ -323,11 +373,15 @@ def _geometry(rng: random.Random, level: int) -> Made:
         value = sp.radsimp(sp.Integer(a * b * c) / (4 * area))
         return (
             f"A triangle has side lengths {sides}. Find the exact radius of its circumscribed circle.",
-            value, t, {"sides": [a, b, c]},
+            value,
+            t,
+            {"sides": [a, b, c]},
         )
     return (
         f"A triangle has side lengths {sides}. Find the exact radius of its inscribed circle.",
-        sp.radsimp(area / s), t, {"sides": [a, b, c]},
+        sp.radsimp(area / s),
+        t,
+        {"sides": [a, b, c]},
     )
 
 
@@ -397,7 +451,7 @@ def normalize_question(text: str) -> str:
 
 
 def find_overlap(
-    problems: Iterable[Problem], benchmarks: Iterable[str | Problem] | Iterable[Sequence[Problem]] = EVAL_BENCHMARKS
+    problems: Iterable[Problem], benchmarks: Iterable[str | Problem | Sequence[Problem]] = EVAL_BENCHMARKS
 ) -> list[tuple[str, str]]:
     """(problem id, benchmark problem id) pairs whose normalised questions are equal.
 
@@ -412,7 +466,9 @@ def find_overlap(
     return [(p.id, reference[key]) for p in problems if (key := normalize_question(p.question)) in reference]
 
 
-def assert_no_overlap(problems: Iterable[Problem], benchmarks=EVAL_BENCHMARKS) -> None:
+def assert_no_overlap(
+    problems: Iterable[Problem], benchmarks: Iterable[str | Problem | Sequence[Problem]] = EVAL_BENCHMARKS
+) -> None:
     """Raise ValueError naming every generated question that also appears in an evaluation set."""
     clashes = find_overlap(problems, benchmarks)
     if clashes:

@@ -30,7 +30,7 @@ chosen answer (records are graded before selection, ``thor_core.evaluation``).
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from thor_core.record import Trajectory
 
@@ -82,7 +82,7 @@ def answer_groups(answers: Sequence[str | None], equivalent: Equivalent | None =
         key = normalize_answer(answer)
         if key is None:
             continue
-        for group, other in zip(groups, keys):
+        for group, other in zip(groups, keys, strict=True):
             if key == other or (equivalent is not None and equivalent(answers[group[0]], answers[i])):
                 group.append(i)
                 break

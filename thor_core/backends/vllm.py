@@ -168,7 +168,9 @@ class VLLMBackend(BatchingBackend):
         for p in pending:
             request_id = f"{p.request.key or 'segment'}-{next(self._request_ids)}"
             try:
-                self._engine.add_request(request_id, tokens_input(list(p.request.ids)), self._sampling_params(p.request))
+                self._engine.add_request(
+                    request_id, tokens_input(list(p.request.ids)), self._sampling_params(p.request)
+                )
             except Exception as e:  # e.g. a context longer than max_model_len: fails this request only
                 p.resolve(error=e)
                 continue

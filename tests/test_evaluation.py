@@ -1,0 +1,368 @@
+"""Evaluation: metrics on hand-made records, resumable runs with a scripted policy,
+an end-to-end TIR evaluation against the real sandbox, and HumanEval checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+from thor_core import evaluation
+from thor_core.backends.scripted import ScriptedBackend
+from thor_core.data import load_benchmark
+from thor_core.evaluation import (
+    EvalParams,
+    best_of_n_curve,
+    chi2_sf_df1,
+    chi_square_2x2,
+    evaluate,
+    group_metrics,
+    humaneval_program,
+    pass_at_k,
+    render_trajectory,
+    summarize,
+    tool_correctness_table,
+)
+from thor_core.grading import GradeResult
+from thor_core.record import Correction, ToolCall, Trajectory, iter_jsonl
+from thor_core.rollout import RolloutConfig
+from thor_core.runs import ParamsError, validate_params
+from thor_core.tir import last_boxed
+
+# ------------------------------------------------------------------ metrics
+
+
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [
+        (5, 2, 2, 1 - 3 / 10),  # 1 - C(3,2)/C(5,2)
+        (10, 3, 1, 0.3),  # pass@1 = c/n
+        (10, 3, 5, 1 - 21 / 252),  # 1 - C(7,5)/C(10,5)
+        (4, 0, 4, 0.0),
+        (4, 4, 1, 1.0),
+        (3, 1, 3, 1.0),  # n - c < k: some draw must hit the correct one
+    ],
+)
+def test_pass_at_k_unbiased_estimator(n, c, k, expected):
+    assert pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_k_rejects_bad_counts():
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 4)
+
+
+def test_chi_square_reproduces_the_papers_336_3():
+    chi2, p = chi_square_2x2(3950, 1549, 139, 318)
+    assert round(chi2, 1) == 336.3
+    assert 0 < p < 1e-70
+    yates, _ = chi_square_2x2(3950, 1549, 139, 318, yates=True)
+    assert round(yates, 1) != 336.3 and yates < chi2  # the paper's number is without continuity correction
+
+
+def test_chi2_survival_function_df1():
+    assert chi2_sf_df1(3.841458820694124) == pytest.approx(0.05, abs=1e-9)
+    assert chi2_sf_df1(6.6348966010212145) == pytest.approx(0.01, abs=1e-9)
+    assert chi2_sf_df1(0.0) == 1.0
+    assert chi_square_2x2(5, 5, 0, 0) is None  # an empty row: undefined
+
+
+def rec(qid, sample, correct, calls=(), bench="b1", tokens=(1, 1, 1), answer=None, corrections=0, timed_out=()):
+    """A graded record: ``tokens`` is the mask (1 = policy token)."""
+    n = len(tokens)
+    return Trajectory(
+        question_id=qid,
+        question=f"question {qid}",
+        gold_answer="1",
+        prompt_ids=[0],
+        completion_ids=list(range(n)),
+        mask=list(tokens),
+        tool_calls=[
+            ToolCall("print(1)", ok, "1", (0, 0), (0, 0), timed_out=i in timed_out) for i, ok in enumerate(calls)
+        ],
+        corrections=[Correction(0, "x", "1/0", "ZeroDivisionError") for _ in range(corrections)],
+        final_answer=answer if answer is not None else ("1" if correct else "2"),
+        correct=correct,
+        metadata={"sample": sample, "benchmark": bench},
+    )
+
+
+def hand_made() -> list[Trajectory]:
+    return [
+        # b1/q1: 2 samples, 1 correct
+        rec("q1", 0, True, calls=(True, True), tokens=(1, 1, 0, 0, 1)),
+        rec("q1", 1, False, calls=(False,), tokens=(1, 0), corrections=2, timed_out=(0,)),
+        # b1/q2: 2 samples, 0 correct
+        rec("q2", 0, False, calls=(True,), tokens=(1, 1, 1)),
+        rec("q2", 1, False, tokens=(1,)),
+        # b2/q3: 2 samples, both correct
+        rec("q3", 0, True, bench="b2", calls=(True, False), tokens=(1, 1)),
+        rec("q3", 1, True, bench="b2", tokens=(1, 1, 1, 1)),
+    ]
+
+
+def test_group_metrics_by_hand():
+    m = group_metrics(hand_made()[:4], k=2)
+    assert m["problems"] == 2 and m["samples"] == 4
+    assert m["avg@k"] == pytest.approx((1 / 2 + 0) / 2)
+    assert m["pass@k"] == pytest.approx((1 + 0) / 2)
+    assert m["mean_policy_tokens"] == pytest.approx((3 + 1 + 3 + 1) / 4)  # mask == 1 only
+    assert m["calls_per_answer"] == pytest.approx(4 / 4)
+    assert m["tool_success_rate"] == pytest.approx(3 / 4)
+    assert m["timeout_rate"] == pytest.approx(1 / 4)
+    assert m["corrections_per_answer"] == pytest.approx(2 / 4)
+    assert m["attempt_success_rate"] == pytest.approx(3 / 6)
+    assert m["with_calls_rate"] == pytest.approx(3 / 4)
+
+
+def test_summarize_per_benchmark_overall_and_2x2():
+    s = summarize(hand_made(), k=2, best_of_n=2)
+    assert set(s["benchmarks"]) == {"b1", "b2"}
+    assert s["benchmarks"]["b2"]["avg@k"] == 1.0
+    assert s["overall"]["avg@k"] == pytest.approx((0.5 + 0 + 1) / 3)
+    assert s["macro_avg@k"] == pytest.approx((0.25 + 1.0) / 2)
+    t = s["tool_vs_correct"]  # records with calls only: q1/0 ok+correct, q1/1 fail+wrong, q2/0 ok+wrong, q3/0 fail+correct
+    assert (t["ok_correct"], t["ok_wrong"], t["fail_correct"], t["fail_wrong"], t["n"]) == (1, 1, 1, 1, 4)
+    assert t["chi2"] == pytest.approx(0.0)
+    assert t["p_value"] == pytest.approx(1.0)
+    assert json.loads(json.dumps(s)) == s  # JSON-ready
+
+
+def test_tool_table_matches_chi_square_of_its_counts():
+    records = [rec(f"q{i}", 0, i % 3 == 0, calls=(i % 2 == 0,)) for i in range(30)]
+    t = tool_correctness_table(records)
+    assert t["chi2"] == pytest.approx(chi_square_2x2(t["ok_correct"], t["ok_wrong"], t["fail_correct"], t["fail_wrong"])[0])
+
+
+def test_best_of_n_curve_by_hand():
+    # one problem, 4 samples; groups of 2: (s0, s1) and (s2, s3)
+    records = [
+        rec("q", 0, False, calls=(True, False), answer="5"),
+        rec("q", 1, True, calls=(True,), answer="1"),  # higher pass rate: exec picks it
+        rec("q", 2, False, answer="7"),  # no calls
+        rec("q", 3, True, calls=(False,), answer="1"),  # rate 0 like s2: tie -> majority (1 vs 1 votes) -> first (s2)
+    ]
+    rows = {r["n"]: r for r in best_of_n_curve(records, 4)}
+    assert rows[1]["exec_pass_rate"] == rows[1]["majority_vote"] == rows[1]["single"] == pytest.approx(0.5)
+    assert rows[2]["exec_pass_rate"] == pytest.approx(0.5)  # group 1 right, group 2 wrong
+    assert rows[2]["majority_vote"] == pytest.approx(0.0)  # 1-1 ties: the first sample of each group (both wrong)
+    assert rows[2]["oracle"] == pytest.approx(1.0)
+    assert rows[3]["exec_pass_rate"] == pytest.approx(1.0)  # one group (s0..s2): s1
+    assert rows[4]["majority_vote"] == pytest.approx(1.0)  # "1" twice among rates (0.5, 1, 0, 0)
+    assert rows[4]["exec_pass_rate"] == pytest.approx(1.0)
+    assert summarize(records, k=4, best_of_n=None)["best_of_n"] is None
+    assert summarize(records[:1], k=1, best_of_n=2)["best_of_n"] is None  # k < N
+
+
+def test_eval_params_schema():
+    p = validate_params(EvalParams, {"k": 8, "best_of_n": 8, "self_correction": "on", "limit": None})
+    assert p.variants() == [("tir", True)]
+    assert validate_params(EvalParams, {"cot_baseline": True}).variants() == [("cot", False), ("tir", False), ("tir", True)]
+    cfg = p.rollout_config()
+    assert cfg.max_tool_rounds == 10 and cfg.sampling.temperature == 0.6
+    with pytest.raises(ParamsError):
+        validate_params(EvalParams, {"self_correction": "yes"})
+    with pytest.raises(ValueError, match="best_of_n"):
+        validate_params(EvalParams, {"k": 2, "best_of_n": 4})
+
+
+# ------------------------------------------------------------ scripted runs
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from thor_core.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model("embedded:smollm2-135m-instruct"))
+
+
+class CountingGrader:
+    """Exact-string grading that counts its calls (thread-safe)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def grade_completion(self, gold, text):
+        with self.lock:
+            self.calls += 1
+        answer = last_boxed(text)
+        return GradeResult(answer, answer == gold)
+
+
+def answer_by_question(problems, wrong=()):
+    """A CoT policy: the gold answer in a box (or a wrong one for ids in ``wrong``), then end of turn."""
+
+    def respond(context: str) -> str:
+        for p in problems:
+            if p.question in context:
+                return f"Thinking.\n\\boxed{{{'wrong' if p.id in wrong else p.answer}}}<|im_end|>"
+        raise AssertionError("unknown question")
+
+    return respond
+
+
+def run_cot(backend, out_dir, grader, k=2, limit=2):
+    return evaluate(backend, None, ["aime24", "aime25"], k, "cot", False, RolloutConfig(max_new_tokens=64),
+                    out_dir, limit=limit, best_of_n=2, grader=grader, progress=False)
+
+
+def test_evaluate_cot_writes_records_and_summaries(tokenizer, tmp_path):
+    problems = load_benchmark("aime24", limit=2) + load_benchmark("aime25", limit=2)
+    backend = ScriptedBackend(tokenizer, answer_by_question(problems, wrong={problems[1].id}))
+    grader = CountingGrader()
+    result = run_cot(backend, tmp_path, grader)
+    assert grader.calls == 8 and result.summary["new"] == 8 and result.summary["resumed"] == 0
+    assert [(r.question_id, r.metadata["sample"]) for r in result.records] == [(p.id, s) for p in problems for s in (0, 1)]
+    s = json.loads((tmp_path / "summary-cot.json").read_text())
+    assert s["benchmarks"]["aime24"]["avg@k"] == 0.5 and s["benchmarks"]["aime25"]["avg@k"] == 1.0
+    assert s["overall"]["pass@k"] == 0.75
+    assert s["best_of_n"][1]["n"] == 2
+    md = (tmp_path / "summary-cot.md").read_text()
+    assert "| aime24 | 2 | 4 | 50.0 |" in md and "Best-of-N" in md
+    assert {p.name for p in tmp_path.iterdir()} == {"records-cot.jsonl", "config-cot.json", "summary-cot.json", "summary-cot.md"}
+
+
+def test_resume_after_a_torn_write_neither_reruns_nor_regrades(tokenizer, tmp_path):
+    problems = load_benchmark("aime24", limit=2) + load_benchmark("aime25", limit=2)
+    backend = ScriptedBackend(tokenizer, answer_by_question(problems))
+    first = run_cot(backend, tmp_path, CountingGrader())
+    path = first.records_path
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3]) + lines[3][: len(lines[3]) // 2])  # killed while writing record 4
+    backend.requests.clear()
+    grader = CountingGrader()
+    again = run_cot(backend, tmp_path, grader)
+    assert grader.calls == 5 and again.summary["new"] == 5 and again.summary["resumed"] == 3
+    asked = {tokenizer.decode(r.ids) for r in backend.requests}
+    assert not any(p.question in q for q in asked for p in problems[:1])  # problem 1's samples were not re-run
+    keys = [(r.question_id, r.metadata["sample"]) for r in iter_jsonl(path)]
+    assert len(keys) == len(set(keys)) == 8
+    grader = CountingGrader()
+    run_cot(backend, tmp_path, grader)  # complete: nothing to do
+    assert grader.calls == 0
+    more = run_cot(backend, tmp_path, grader, limit=3)  # a larger limit adds only the new problems
+    assert grader.calls == 4 and more.summary["resumed"] == 8
+
+
+def test_resume_after_a_crash_mid_run(tokenizer, tmp_path):
+    problems = load_benchmark("aime24", limit=2) + load_benchmark("aime25", limit=2)
+    good = answer_by_question(problems)
+
+    def crashing(context):
+        if problems[2].question in context:
+            raise RuntimeError("killed")
+        return good(context)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_cot(ScriptedBackend(tokenizer, crashing), tmp_path, CountingGrader())
+    kept = len(list(iter_jsonl(tmp_path / "records-cot.jsonl")))
+    assert 0 < kept < 8
+    grader = CountingGrader()
+    result = run_cot(ScriptedBackend(tokenizer, good), tmp_path, grader)
+    assert grader.calls == 8 - kept and result.summary["resumed"] == kept
+    assert len(result.records) == 8 and all(r.correct for r in result.records)
+
+
+def test_resume_refuses_other_settings(tokenizer, tmp_path):
+    problems = load_benchmark("aime24", limit=1)
+    backend = ScriptedBackend(tokenizer, answer_by_question(problems))
+    run_cot(backend, tmp_path, CountingGrader(), k=1, limit=1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        evaluate(backend, None, ["aime24"], 1, "cot", False, RolloutConfig(max_new_tokens=65), tmp_path,
+                 limit=1, grader=CountingGrader(), progress=False)
+
+
+def test_evaluate_rejects_bad_combinations(tokenizer, tmp_path):
+    backend = ScriptedBackend(tokenizer, lambda c: "x")
+    with pytest.raises(ValueError, match="self-correction"):
+        evaluate(backend, None, ["aime24"], 1, "cot", True, RolloutConfig(), tmp_path)
+    with pytest.raises(ValueError, match="evaluate_code"):
+        evaluate(backend, None, ["humaneval"], 1, "tir", False, RolloutConfig(), tmp_path)
+
+
+# ------------------------------------------------------------- real sandbox
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    from thor_core.sandbox import Sandbox, SandboxConfig
+
+    with Sandbox(SandboxConfig()) as sb:
+        yield sb
+
+
+def tir_policy(problems):
+    """First code attempt fails (1/0); the retry, or the output that follows, leads to the gold answer."""
+    tries: dict[str, int] = {}
+
+    def respond(context: str) -> str:
+        p = next(p for p in problems if p.question in context)
+        if "```output" not in context.split(p.question)[-1]:
+            tries[p.id] = tries.get(p.id, 0) + 1
+            code = "print(1/0)" if tries[p.id] == 1 else f"print({p.answer})"
+            return f"Compute it.\n```python\n{code}\n```\n"
+        return f"So the answer is \\boxed{{{p.answer}}}.<|im_end|>"
+
+    return respond
+
+
+@pytest.mark.parametrize("self_correction", [False, True])
+def test_evaluate_tir_end_to_end(tokenizer, sandbox, tmp_path, self_correction):
+    problems = load_benchmark("aime24", limit=2)
+    backend = ScriptedBackend(tokenizer, tir_policy(problems))
+    result = evaluate(backend, sandbox, ["aime24"], 1, "tir", self_correction, RolloutConfig(max_new_tokens=200),
+                      tmp_path, grader=CountingGrader(), progress=False, limit=2)
+    tag = "tir-sc" if self_correction else "tir"
+    assert result.tag == tag and (tmp_path / f"records-{tag}.jsonl").exists()
+    o = result.summary["overall"]
+    if self_correction:  # the failed call was backtracked over and retried: one clean call per answer
+        assert o["tool_success_rate"] == 1.0 and o["corrections_per_answer"] == 1.0 and o["avg@k"] == 1.0
+        assert o["attempt_success_rate"] == 0.5
+        assert "self-correction" in render_trajectory(result.records[0])
+    else:  # the error is shown, the model answers from its text: correct, with a failed call
+        assert o["tool_success_rate"] == 0.0 and o["corrections_per_answer"] == 0.0
+        assert result.summary["tool_vs_correct"]["fail_correct"] == 2
+        text = render_trajectory(result.records[0])
+        assert "ZeroDivisionError" in text and "call 1: FAILED" in text
+
+
+def test_humaneval_program_passes_canonical_and_fails_wrong(sandbox):
+    problem = load_benchmark("humaneval", limit=1)[0]
+    meta = problem.metadata
+    good = f"```python\n{meta['prompt']}{problem.answer}```"
+    bad = f"```python\ndef {meta['entry_point']}(*args):\n    return None\n```"
+    for completion, expected in ((good, True), (bad, False), (problem.answer, True)):  # a bare body completes the stub
+        session = sandbox.session()
+        try:
+            result = session.run(humaneval_program(meta, completion), 10)
+        finally:
+            session.close()
+        assert (result.success and evaluation.PASS_MARK in result.observation) is expected
+
+
+def test_evaluate_code_scripted(tokenizer, sandbox, tmp_path):
+    problems = {p.id: p for p in load_benchmark("humaneval", limit=2)}
+
+    def respond(context):
+        p = next(p for p in problems.values() if p.metadata["prompt"].strip() in context)
+        body = p.answer if p.id == "HumanEval/0" else "    return None\n"
+        return f"```python\n{p.metadata['prompt']}{body}```<|im_end|>"
+
+    backend = ScriptedBackend(tokenizer, respond)
+    result = evaluation.evaluate_code(backend, sandbox, RolloutConfig(max_new_tokens=600), tmp_path, k=1, limit=2, progress=False)
+    assert [r.correct for r in result.records] == [True, False]
+    assert result.summary["overall"]["avg@k"] == 0.5
+    assert Path(result.markdown_path).exists()
+
+
+def test_math_is_finite_for_huge_tables():
+    chi2, p = chi_square_2x2(10**6, 10, 10, 10**6)
+    assert math.isfinite(chi2) and p == 0.0

@@ -1,0 +1,704 @@
+"""The isolation layers, and the trusted side's handles on a session's processes.
+
+Three parts, used by three processes:
+
+- ``prepare_plan`` (template, once): probes Landlock's ABI, opens the
+  read-only paths (interpreter, libraries, a few devices) as O_PATH
+  descriptors, builds the seccomp filter, measures the template's address
+  space. Forks inherit all of it, so a session's setup is cheap.
+- ``SessionCgroups``, ``make_workdir``, ``session_processes``,
+  ``kill_session_processes``, ``remove_stale`` (holder and parent, trusted,
+  root where available): a pids and a memory cgroup (v1) per session, the
+  memory cgroup's OOM killer switched off and its OOM events delivered to an
+  eventfd, so the trusted side, not the kernel, decides what dies.
+- ``enter_sandbox`` (a session's first state process, before any model code):
+  joins the cgroups, unshares a mount (and optionally a network) namespace,
+  mounts the private tmpfs work dir, hides directories other users cannot
+  enter (``/root``) behind a tmpfs with only the interpreter bound back, sets
+  rlimits, switches to the session's uid with no capabilities, restricts
+  itself with Landlock and seccomp, closes every other descriptor, and
+  returns the report: layer -> "active" | "missing: <why>".
+
+Not covered: cgroup v2 (reported missing; the uid and rlimits remain), user
+namespaces for non-root users, filtering syscalls by architecture beyond
+libseccomp's default (foreign-architecture syscalls kill the caller).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from thor_core.sandbox.config import SandboxConfig
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+CGROUP_GROUP = "thor_sandbox"  # parent cgroup (per controller) and work dir prefix
+WORKDIR_PREFIX = "thor-sandbox-"
+
+# ---------------------------------------------------------------- libc helpers
+
+_CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+_PR_SET_DUMPABLE, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT = 4, 24, 38, 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def prctl(option: int, arg: int = 0) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    enc = (lambda s: None if s is None else s.encode())
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _clear_capabilities() -> None:
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+# ---------------------------------------------------------------- Landlock
+
+_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_LANDLOCK_RULE_PATH_BENEATH = 1
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1, 2, 4, 8
+_FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 14, 1 << 15
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1, 2
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock_abi() -> int:
+    """Landlock's ABI version, or 0 when the kernel has none (or it is switched off)."""
+    result = _libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    return max(int(result), 0)
+
+
+def _landlock_fs_rights(abi: int) -> int:
+    """Every filesystem right the ABI knows (all are handled, so anything not granted is denied)."""
+    return (1 << 16) - 1 if abi >= 5 else (1 << 15) - 1 if abi >= 3 else (1 << 14) - 1 if abi >= 2 else (1 << 13) - 1
+
+
+def _landlock_restrict(abi: int, rules: list[tuple[int, int]]) -> None:
+    """Handle every right of ``abi``, allow ``rules`` (O_PATH fd, rights), restrict this process."""
+    handled_fs = _landlock_fs_rights(abi)
+    attr = _RulesetAttr(
+        handled_fs,
+        _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0,
+        _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0,
+    )
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    ruleset = _check(
+        _libc.syscall(_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)),
+        "landlock_create_ruleset",
+    )
+    try:
+        for fd, rights in rules:
+            rule = _PathBeneathAttr(rights & handled_fs, fd)
+            _check(
+                _libc.syscall(_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
+                              ctypes.byref(rule), ctypes.c_uint32(0)),
+                "landlock_add_rule",
+            )
+        _check(_libc.syscall(_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint32(0)), "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+
+
+# ---------------------------------------------------------------- seccomp
+
+# Refused with EPERM. socket: every family (TCP, UDP, raw, netlink, and Unix
+# sockets that could reach a daemon); the code gets its channels ready-made.
+# Signals by pid: the cell could otherwise kill its own session state.
+_DENIED_SYSCALLS = (
+    "socket", "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal",
+    "pidfd_getfd", "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "kcmp",
+    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen",
+    "fsconfig", "fsmount", "fspick", "mount_setattr", "keyctl", "add_key", "request_key", "bpf",
+    "perf_event_open", "userfaultfd", "kexec_load", "kexec_file_load", "reboot", "init_module",
+    "finit_module", "delete_module", "swapon", "swapoff", "acct", "quotactl", "io_uring_setup",
+    "io_uring_enter", "io_uring_register", "ioprio_set", "migrate_pages", "move_pages",
+    "name_to_handle_at", "open_by_handle_at",
+)
+# Refused when argument 0 (a pid) is not 0, i.e. aimed at another process.
+_SELF_ONLY_SYSCALLS = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr")
+_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+
+
+def _build_seccomp_filter():
+    import pyseccomp as sc
+
+    deny = sc.ERRNO(errno.EPERM)
+    rules = [(deny, name, ()) for name in _DENIED_SYSCALLS]
+    rules += [(deny, name, (sc.Arg(0, sc.NE, 0),)) for name in _SELF_ONLY_SYSCALLS]
+    rules += [(deny, "setpriority", (sc.Arg(1, sc.NE, 0),))]
+    rules += [(deny, "socketpair", (sc.Arg(0, sc.NE, socket.AF_UNIX),))]
+    rules += [(deny, "clone", (sc.Arg(0, sc.MASKED_EQ, flag, flag),)) for flag in _NAMESPACE_FLAGS]
+    rules += [(sc.ERRNO(errno.ENOSYS), "clone3", ())]  # glibc then falls back to clone, whose flags we can see
+    filt = sc.SyscallFilter(sc.ALLOW)
+    for action, name, args in rules:
+        try:
+            filt.add_rule(action, name, *args)
+        except (OSError, ValueError, RuntimeError):  # a syscall this libseccomp does not know
+            pass
+    return filt
+
+
+# ---------------------------------------------------------------- the plan (template)
+
+
+@dataclass
+class IsolationPlan:
+    """What the template prepares once for every session (inherited by fork)."""
+
+    landlock_abi: int
+    landlock_rules: list[tuple[int, int]]  # (O_PATH fd, rights), read-only paths and devices
+    hidden_dirs: dict[str, list[tuple[str, int]]]  # dir others cannot enter -> [(child, O_PATH fd)] to bind back
+    uid_switch_problem: str  # "" when a non-root uid can reach every read-only path
+    seccomp_filter: object | None
+    seccomp_problem: str
+    address_space_base: int  # the template's mapped bytes: RLIMIT_AS = this + memory_mb
+    cap_last_cap: int
+    devnull_fd: int
+    read_only_paths: list[str] = field(default_factory=list)
+
+
+def _library_paths() -> list[str]:
+    """Interpreter, standard library, site-packages, and the directories of every loaded shared library."""
+    paths: set[str] = set()
+    for scheme in (sysconfig.get_paths(), sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})):
+        paths.update(scheme[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    paths.add(os.path.realpath(sys.executable))
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and ".so" in parts[5]:
+                paths.add(os.path.dirname(parts[5].strip()))
+    paths.update(("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache"))
+    real = {os.path.realpath(p) for p in paths if os.path.exists(p)}
+    # Drop paths inside another kept directory (one rule covers its subtree).
+    dirs = sorted(p for p in real if os.path.isdir(p))
+    return sorted(p for p in real if not any(p != d and p.startswith(d.rstrip("/") + "/") for d in dirs))
+
+
+def _first_closed_ancestor(path: str) -> tuple[str, str] | None:
+    """(directory others cannot enter, its child on the way to ``path``), or None if others can reach it."""
+    parts = path.strip("/").split("/")
+    current = "/"
+    for part in parts[:-1] if not os.path.isdir(path) else parts:
+        if not os.stat(current).st_mode & stat.S_IXOTH:
+            return current, part
+        current = os.path.join(current, part)
+    if os.path.isdir(path) and not os.stat(path).st_mode & stat.S_IXOTH:
+        return os.path.dirname(path), os.path.basename(path)
+    return None
+
+
+def prepare_plan(cfg: SandboxConfig) -> IsolationPlan:
+    """Probe and open everything sessions need; called once in the template after the preload."""
+    off = set(cfg.disable_layers)
+    abi = 0 if off >= {"landlock_fs", "landlock_tcp", "landlock_signals"} else landlock_abi()
+    read_only = _library_paths()
+    rules = [(os.open(p, os.O_PATH | os.O_CLOEXEC), _FS_READ_FILE | _FS_READ_DIR) for p in read_only]
+    for device, rights in (("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE), ("/dev/zero", _FS_READ_FILE),
+                           ("/dev/urandom", _FS_READ_FILE), ("/dev/random", _FS_READ_FILE)):
+        if os.path.exists(device):
+            rules.append((os.open(device, os.O_PATH | os.O_CLOEXEC), rights))
+    hidden: dict[str, list[tuple[str, int]]] = {}
+    problem = ""
+    for path in read_only:
+        closed = _first_closed_ancestor(path)
+        if closed is None:
+            continue
+        parent, child = closed
+        children = hidden.setdefault(parent, [])
+        if child not in (name for name, _ in children):
+            children.append((child, os.open(os.path.join(parent, child), os.O_PATH | os.O_CLOEXEC)))
+    for path in read_only:  # after hiding, every path must be reachable through a re-bound child
+        inner = _first_closed_ancestor(path)
+        if inner is not None and inner[0] not in hidden:
+            problem = f"{inner[0]} (on the way to {path}) is closed to other users"
+    seccomp_filter, seccomp_problem = None, ""
+    if "seccomp" not in off:
+        try:
+            seccomp_filter = _build_seccomp_filter()
+        except (ImportError, RuntimeError, OSError) as exc:
+            seccomp_problem = f"pyseccomp/libseccomp unavailable ({exc}); pip install pyseccomp and apt install libseccomp2"
+    with open("/proc/self/status") as status:
+        vm_size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        cap_last = int(f.read())
+    return IsolationPlan(
+        landlock_abi=abi,
+        landlock_rules=rules,
+        hidden_dirs=hidden,
+        uid_switch_problem=problem,
+        seccomp_filter=seccomp_filter,
+        seccomp_problem=seccomp_problem,
+        address_space_base=vm_size,
+        cap_last_cap=cap_last,
+        devnull_fd=os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC),
+        read_only_paths=read_only,
+    )
+
+
+# ---------------------------------------------------------------- cgroups (trusted side)
+
+
+def _v1_controller_dir(controller: str) -> str | None:
+    """This process's cgroup directory for a v1 controller, or None where there is none."""
+    mount = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup" and controller in fields[sep + 3].split(","):
+                mount = fields[4]
+                break
+    if mount is None:
+        return None
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controller in controllers.split(","):
+                return os.path.join(mount, path.lstrip("/"))
+    return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+class SessionCgroups:
+    """The v1 pids and memory cgroups of one session (created by its holder, which stays outside them)."""
+
+    def __init__(self, name: str, cfg: SandboxConfig):
+        self.dirs: dict[str, str] = {}
+        self.problems: dict[str, str] = {}
+        self.oom_eventfd: int | None = None
+        self._oom_control_fd: int | None = None
+        limits = {
+            "pids": {"pids.max": str(cfg.max_processes)},
+            "memory": {"memory.limit_in_bytes": str((cfg.memory_mb + cfg.disk_mb) << 20), "memory.oom_control": "1"},
+        }
+        for controller, settings in limits.items():
+            layer = f"cgroup_{controller}"
+            if layer in cfg.disable_layers:
+                self.problems[layer] = "disabled by config"
+                continue
+            base = _v1_controller_dir(controller)
+            if base is None:
+                self.problems[layer] = f"no cgroup v1 '{controller}' hierarchy (cgroup v2 is not supported yet)"
+                continue
+            path = os.path.join(base, CGROUP_GROUP, name)
+            try:
+                os.makedirs(path, exist_ok=True)
+                for key, value in settings.items():
+                    _write(os.path.join(path, key), value)
+            except OSError as exc:
+                self.problems[layer] = f"cannot create {path}: {exc.strerror} (needs root or a delegated cgroup)"
+                self._rmdir(path)
+                continue
+            self.dirs[controller] = path
+        if "memory" in self.dirs:
+            self._watch_oom(self.dirs["memory"])
+
+    def _watch_oom(self, path: str) -> None:
+        memsw = os.path.join(path, "memory.memsw.limit_in_bytes")
+        if os.path.exists(memsw):  # no swapping around the limit
+            _write(memsw, open(os.path.join(path, "memory.limit_in_bytes")).read().strip())
+        self.oom_eventfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._oom_control_fd = os.open(os.path.join(path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+        _write(os.path.join(path, "cgroup.event_control"), f"{self.oom_eventfd} {self._oom_control_fd}")
+
+    def procs_files(self) -> list[str]:
+        return [os.path.join(path, "cgroup.procs") for path in self.dirs.values()]
+
+    def pids(self) -> list[int] | None:
+        """Live processes of the session (zombies excluded), or None without a cgroup."""
+        for path in self.dirs.values():
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                return [int(p) for p in f.read().split()]
+        return None
+
+    def under_oom(self) -> bool:
+        if "memory" not in self.dirs:
+            return False
+        with open(os.path.join(self.dirs["memory"], "memory.oom_control")) as f:
+            return any(line.split() == ["under_oom", "1"] for line in f)
+
+    def clear_oom_event(self) -> None:
+        if self.oom_eventfd is not None:
+            try:
+                os.eventfd_read(self.oom_eventfd)
+            except BlockingIOError:
+                pass
+
+    def remove(self) -> None:
+        for fd in (self.oom_eventfd, self._oom_control_fd):
+            if fd is not None:
+                os.close(fd)
+        self.oom_eventfd = self._oom_control_fd = None
+        for path in self.dirs.values():
+            self._rmdir(path)
+        self.dirs.clear()
+
+    @staticmethod
+    def _rmdir(path: str) -> None:
+        for _ in range(200):  # a killed process leaves its cgroup a moment after the signal
+            try:
+                os.rmdir(path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    return
+                time.sleep(0.005)
+
+
+def _descendants(root_pid: int) -> list[int]:
+    """Every live descendant of ``root_pid`` (a /proc scan: the fallback when there is no cgroup)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                after_name = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if after_name[0] != "Z":
+            children.setdefault(int(after_name[1]), []).append(int(entry))
+    found, todo = [], [root_pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def session_processes(cgroups: SessionCgroups, holder_pid: int) -> list[int]:
+    """Live processes of a session: its cgroup, else the holder's descendants (the holder is their subreaper)."""
+    pids = cgroups.pids()
+    return pids if pids is not None else _descendants(holder_pid)
+
+
+def kill_session_processes(cgroups: SessionCgroups, holder_pid: int, keep: int | None, wait: bool = True) -> None:
+    """SIGKILL every process of the session but ``keep``; with ``wait``, until none is left alive.
+
+    Rounds repeat because a process may fork between the listing and its
+    kill; the pids limit bounds how many rounds that takes.
+    """
+    deadline = time.monotonic() + 5.0
+    while True:
+        victims = [p for p in session_processes(cgroups, holder_pid) if p not in (keep, holder_pid)]
+        if not victims or (not wait and victims):
+            for pid in victims:
+                _kill(pid)
+            return
+        for pid in victims:
+            _kill(pid)
+        reap_children()
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.0002)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def reap_children() -> None:
+    """Collect every child that has exited (the holder is the session's subreaper)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+# ---------------------------------------------------------------- work dirs and stale sessions
+
+
+def work_root(cfg: SandboxConfig) -> str:
+    return cfg.work_root or tempfile.gettempdir()
+
+
+def make_workdir(cfg: SandboxConfig, name: str, uid: int) -> str:
+    path = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{name}-", dir=work_root(cfg))
+    if uid != os.getuid():
+        os.chown(path, uid, uid)
+    return path
+
+
+def remove_workdir(path: str) -> None:
+    def make_writable(func, target, _exc):
+        os.chmod(os.path.dirname(target), 0o700)
+        func(target)
+
+    if os.path.isdir(path):
+        shutil.rmtree(path, onerror=make_writable)
+
+
+def clear_workdir(path: str) -> None:
+    """Empty a work dir (one-shot runs start from an empty one). ``path`` may be reached via /proc/PID/root."""
+    for entry in os.listdir(path):
+        target = os.path.join(path, entry)
+        if os.path.isdir(target) and not os.path.islink(target):
+            remove_workdir(target)
+        else:
+            os.unlink(target)
+
+
+def _owner_alive(owner_pid: int) -> bool:
+    try:
+        with open(f"/proc/{owner_pid}/cmdline", "rb") as f:
+            return b"thor_core.sandbox" in f.read()
+    except OSError:
+        return False
+
+
+def remove_stale(cfg: SandboxConfig) -> int:
+    """Kill and remove what sandboxes whose template died left behind; returns how many sessions were cleaned.
+
+    Names carry the template's pid ("<pid>_<slot>"), so only leftovers of dead templates are touched.
+    """
+    cleaned = 0
+    for controller in ("pids", "memory"):
+        base = _v1_controller_dir(controller)
+        group = os.path.join(base, CGROUP_GROUP) if base else None
+        if not group or not os.path.isdir(group):
+            continue
+        for name in os.listdir(group):
+            path = os.path.join(group, name)
+            if not os.path.isdir(path) or _owner_alive(int(name.split("_")[0]) if name.split("_")[0].isdigit() else -1):
+                continue
+            for _ in range(50):
+                with open(os.path.join(path, "cgroup.procs")) as f:
+                    pids = [int(p) for p in f.read().split()]
+                if not pids:
+                    break
+                for pid in pids:
+                    _kill(pid)
+                time.sleep(0.01)
+            SessionCgroups._rmdir(path)
+            cleaned += 1
+    root = work_root(cfg)
+    for name in os.listdir(root) if os.path.isdir(root) else ():
+        owner = name[len(WORKDIR_PREFIX):].split("_")[0]
+        if name.startswith(WORKDIR_PREFIX) and owner.isdigit() and not _owner_alive(int(owner)):
+            remove_workdir(os.path.join(root, name))
+    return cleaned
+
+
+# ---------------------------------------------------------------- entering the sandbox (first state process)
+
+
+@dataclass
+class SessionSpec:
+    """What one session's holder tells its first state process."""
+
+    cgroup_procs_files: list[str]
+    cgroup_problems: dict[str, str]
+    workdir: str
+    uid: int
+
+
+def enter_sandbox(plan: IsolationPlan, cfg: SandboxConfig, spec: SessionSpec, keep_fds: tuple[int, ...]) -> dict[str, str]:
+    """Apply every layer to this process (it then forks the session's cells) and report each one.
+
+    Runs as the holder's child before any model code; a layer that fails is
+    reported missing and the rest still apply. Strict mode is judged by the
+    holder from the report.
+    """
+    off = set(cfg.disable_layers)
+    report: dict[str, str] = {}
+
+    def attempt(layer: str, action, *, requires: str = "") -> None:
+        if layer in off:
+            report[layer] = "missing: disabled by config"
+        elif requires:
+            report[layer] = f"missing: {requires}"
+        else:
+            try:
+                action()
+                report[layer] = "active"
+            except OSError as exc:
+                report[layer] = f"missing: {exc}"
+
+    os.setsid()
+    for layer in ("cgroup_pids", "cgroup_memory"):
+        if layer in spec.cgroup_problems:
+            report[layer] = f"missing: {spec.cgroup_problems[layer]}"
+    for procs in spec.cgroup_procs_files:
+        _write(procs, str(os.getpid()))
+    for layer in ("cgroup_pids", "cgroup_memory"):
+        report.setdefault(layer, "active")
+
+    is_root = os.geteuid() == 0
+    flags = _CLONE_NEWNS | (_CLONE_NEWNET if cfg.network_namespace and "network_namespace" not in off else 0)
+    private_mounts = is_root and "private_tmpfs" not in off
+    if private_mounts or flags & _CLONE_NEWNET:
+        try:
+            _check(_libc.unshare(flags if private_mounts else flags & ~_CLONE_NEWNS), "unshare")
+            if private_mounts:
+                _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
+        except OSError as exc:
+            private_mounts, flags = False, 0
+            report["private_tmpfs"] = report["network_namespace"] = f"missing: {exc}"
+    if cfg.network_namespace:
+        attempt("network_namespace", lambda: None, requires="" if flags & _CLONE_NEWNET else "unshare(CLONE_NEWNET) needs root")
+    else:
+        report["network_namespace"] = "missing: not requested (network_namespace=False)"
+
+    uid = spec.uid if is_root and not plan.uid_switch_problem else os.getuid()
+
+    def mount_tmpfs() -> None:
+        _mount("tmpfs", spec.workdir, "tmpfs", _MS_NOSUID | _MS_NODEV,
+               f"size={cfg.disk_mb}m,nr_inodes=16384,mode=0700,uid={uid},gid={uid}")
+
+    if "private_tmpfs" not in report:
+        attempt("private_tmpfs", mount_tmpfs, requires="" if private_mounts else "mount namespaces need root")
+    if uid != os.getuid() and private_mounts:
+        _hide_closed_dirs(plan)
+    os.chdir(spec.workdir)
+    os.environ.update(HOME=spec.workdir, TMPDIR=spec.workdir)
+
+    attempt("rlimits", lambda: _set_rlimits(plan, cfg))
+    attempt("unprivileged", lambda: _drop_privileges(plan, uid),
+            requires="" if uid != 0 else f"runs as uid 0 without capabilities: {plan.uid_switch_problem or 'no tmpfs to hide /root'}")
+    if report["unprivileged"].startswith("missing") and "unprivileged" not in off:
+        _drop_privileges(plan, os.getuid())  # capabilities still go
+    prctl(_PR_SET_NO_NEW_PRIVS, 1)
+
+    landlock_layers = ("landlock_fs", "landlock_tcp", "landlock_signals")
+    landlock_needs = {"landlock_fs": 1, "landlock_tcp": 4, "landlock_signals": 6}
+    if plan.landlock_abi and not off >= set(landlock_layers):
+        rules = list(plan.landlock_rules) + [(os.open(spec.workdir, os.O_PATH | os.O_CLOEXEC), _landlock_fs_rights(plan.landlock_abi))]
+        try:
+            _landlock_restrict(plan.landlock_abi, rules)
+            problem = ""
+        except OSError as exc:
+            problem = str(exc)
+        for layer in landlock_layers:
+            need = landlock_needs[layer]
+            attempt(layer, lambda: None,
+                    requires=problem or (f"Landlock ABI {plan.landlock_abi} < {need}" if plan.landlock_abi < need else ""))
+    else:
+        for layer in landlock_layers:
+            attempt(layer, lambda: None, requires="the kernel has no Landlock (needs Linux >= 5.13 with lsm=landlock)")
+
+    attempt("seccomp", lambda: plan.seccomp_filter.load(), requires=plan.seccomp_problem)
+
+    for fd in (0, 1, 2):
+        os.dup2(plan.devnull_fd, fd)
+    keep = sorted(set(keep_fds) | {0, 1, 2, plan.devnull_fd})
+    for low, high in zip(keep, keep[1:] + [1 << 20]):
+        os.closerange(low + 1, high)
+    extra = set(os.environ) - set(clean_environment(cfg)) - {"HOME", "TMPDIR"}
+    report["clean_env"] = "active" if not extra else f"missing: inherited {sorted(extra)}"
+    return {layer: report[layer] for layer in report}
+
+
+def _hide_closed_dirs(plan: IsolationPlan) -> None:
+    """Cover each directory other users cannot enter with an empty tmpfs, binding back only what the code needs."""
+    for parent, children in plan.hidden_dirs.items():
+        _mount("tmpfs", parent, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64k,mode=0755")
+        for child, fd in children:
+            target = os.path.join(parent, child)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.mkdir(target)
+            else:
+                open(target, "w").close()
+            _mount(f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC, None)
+
+
+def _set_rlimits(plan: IsolationPlan, cfg: SandboxConfig) -> None:
+    import resource
+
+    limits = {
+        resource.RLIMIT_AS: plan.address_space_base + (cfg.memory_mb << 20),
+        resource.RLIMIT_FSIZE: cfg.disk_mb << 20,
+        resource.RLIMIT_NOFILE: cfg.max_open_files,
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_NPROC: cfg.max_processes,  # counts for a non-root uid only
+        resource.RLIMIT_CPU: 3600,  # backstop if every trusted process died; each cell lowers its soft limit
+    }
+    for kind, value in limits.items():
+        _, hard = resource.getrlimit(kind)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(kind, (value, value))
+
+
+def _drop_privileges(plan: IsolationPlan, uid: int) -> None:
+    if os.geteuid() == 0:
+        for cap in range(plan.cap_last_cap + 1):
+            prctl(_PR_CAPBSET_DROP, cap)
+        prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        _clear_capabilities()
+    prctl(_PR_SET_DUMPABLE, 0)
+
+
+def clean_environment(cfg: SandboxConfig) -> dict[str, str]:
+    """The whole environment the template (and so every cell) gets: nothing of the caller's."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMEXPR_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "MPLBACKEND": "Agg",
+    }
+    env.update(cfg.env)
+    return env
