@@ -231,7 +231,7 @@ def test_evaluate_cot_writes_records_and_summaries(tokenizer, tmp_path):
 
 
 def test_resume_after_a_torn_write_neither_reruns_nor_regrades(tokenizer, tmp_path):
-    problems = load_benchmark("aime24", limit=2) + load_benchmark("aime25", limit=2)
+    problems = load_benchmark("aime24", limit=3) + load_benchmark("aime25", limit=3)
     backend = ScriptedBackend(tokenizer, answer_by_question(problems))
     first = run_cot(backend, tmp_path, CountingGrader())
     path = first.records_path
@@ -241,8 +241,7 @@ def test_resume_after_a_torn_write_neither_reruns_nor_regrades(tokenizer, tmp_pa
     grader = CountingGrader()
     again = run_cot(backend, tmp_path, grader)
     assert grader.calls == 5 and again.summary["new"] == 5 and again.summary["resumed"] == 3
-    asked = {tokenizer.decode(r.ids) for r in backend.requests}
-    assert not any(p.question in q for q in asked for p in problems[:1])  # problem 1's samples were not re-run
+    assert len(backend.requests) == 5  # one segment per CoT rollout: only the missing five ran
     keys = [(r.question_id, r.metadata["sample"]) for r in iter_jsonl(path)]
     assert len(keys) == len(set(keys)) == 8
     grader = CountingGrader()
@@ -272,7 +271,7 @@ def test_resume_after_a_crash_mid_run(tokenizer, tmp_path):
 
 
 def test_resume_refuses_other_settings(tokenizer, tmp_path):
-    problems = load_benchmark("aime24", limit=1)
+    problems = load_benchmark("aime24", limit=1) + load_benchmark("aime25", limit=1)
     backend = ScriptedBackend(tokenizer, answer_by_question(problems))
     run_cot(backend, tmp_path, CountingGrader(), k=1, limit=1)
     with pytest.raises(ValueError, match="max_new_tokens"):
@@ -345,7 +344,7 @@ def test_humaneval_program_passes_canonical_and_fails_wrong(sandbox):
             result = session.run(humaneval_program(meta, completion), 10)
         finally:
             session.close()
-        assert (result.success and evaluation.PASS_MARK in result.observation) is expected
+        assert (result.exited_cleanly and evaluation.PASS_MARK in result.stdout) is expected
 
 
 def test_evaluate_code_scripted(tokenizer, sandbox, tmp_path):

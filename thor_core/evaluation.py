@@ -22,7 +22,8 @@ Covered:
   execution pass rate against majority vote, for N = 1..best_of_n when
   k >= N (each problem's samples are cut into consecutive groups of N).
 - Summaries as JSON and Markdown (``summary-<tag>.json`` / ``.md``), a table
-  comparing several summaries, and ``render_trajectory`` (Markdown of one
+  comparing several runs, a combined report (``write_report``: ``summary.json``
+  and ``summary.md``), and ``render_trajectory`` (Markdown of one
   record with its code, outputs, failed calls and discarded retries).
 - ``EvalParams``: the schema of notebook 04's parameters.
 
@@ -289,8 +290,8 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
     """Write ``config`` beside the records, or refuse if an earlier run used another one."""
     config = json.loads(json.dumps(config, default=str))
     if path.exists():
-        old = json.loads(path.read_text())
-        changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        old, new = _flatten(json.loads(path.read_text())), _flatten(config)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             raise ValueError(
                 f"{path.parent} holds records made with other settings ({', '.join(changed)} differ, see {path.name}); "
@@ -299,6 +300,13 @@ def _check_config(path: Path, config: dict[str, Any]) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, config)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 class _GradedWriter:
@@ -463,7 +471,7 @@ def _code_grader(sandbox, problems: dict[str, dict[str, Any]], timeout_s: float 
             result = session.run(humaneval_program(problems[record.question_id], record.completion_text), timeout_s)
         finally:
             session.close()
-        record.correct = bool(result.success and PASS_MARK in result.observation)
+        record.correct = bool(result.exited_cleanly and PASS_MARK in result.stdout)
         record.metadata["test"] = {"observation": result.observation, "timed_out": result.timed_out}
 
     return grade
@@ -482,8 +490,8 @@ def evaluate_code(
     """HumanEval pass@1 / pass@k: generate each function (no tools) and run its tests in ``sandbox``.
 
     Records go to ``records-humaneval.jsonl`` (resumable as in ``evaluate``); a
-    sample passes when the test program exits cleanly and prints its pass mark
-    within ``timeout_s``.
+    sample passes when the test program (``humaneval_program``) exits cleanly
+    and prints its pass mark within ``timeout_s``.
     """
     cfg = replace(cfg, tools=False, self_correction=False, stop_after_answer=False)
     problems = {p.id: p.metadata for p in load_benchmark("humaneval", limit=limit)}
@@ -574,18 +582,18 @@ def best_of_n_table(summary: dict[str, Any]) -> str:
     )
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The whole summary of one run as Markdown."""
-    o = summary["overall"]
+def summary_markdown(summary: dict[str, Any], level: int = 1) -> str:
+    """The whole summary of one run as Markdown, its title at heading ``level``."""
+    h, o = "#" * level, summary["overall"]
     return (
-        f"# Evaluation {describe(summary)}\n\n"
+        f"{h} Evaluation {describe(summary)}\n\n"
         f"{summary.get('new', 0)} new and {summary.get('resumed', 0)} resumed records, {summary.get('wall_s', 0)} s.\n\n"
-        f"## Per benchmark\n\n{benchmark_table(summary)}\n"
+        f"{h}# Per benchmark\n\n{benchmark_table(summary)}\n"
         f"Overall: {o['calls_per_answer'] or 0:.2f} calls per answer, tool success {_pct(o['tool_success_rate'])}%, "
         f"attempt success (discarded retries included) {_pct(o['attempt_success_rate'])}%, "
         f"timeouts {_pct(o['timeout_rate'])}%, macro Avg@{summary['k']} {_pct(summary['macro_avg@k'])}.\n\n"
-        f"## Tool success vs correctness\n\n{tool_table(summary)}\n"
-        f"## Best-of-N\n\n{best_of_n_table(summary)}"
+        f"{h}# Tool success vs correctness\n\n{tool_table(summary)}\n"
+        f"{h}# Best-of-N\n\n{best_of_n_table(summary)}"
     )
 
 
@@ -607,6 +615,20 @@ def comparison_table(summaries: Sequence[dict[str, Any]]) -> str:
         ("wall time (s)", lambda s: str(s.get("wall_s", "-"))),
     ]
     return head + body + "".join(f"| {label} | " + " | ".join(get(s) for s in summaries) + " |\n" for label, get in lines)
+
+
+def write_report(summaries: Sequence[dict[str, Any]], out_dir: str | os.PathLike, figures: dict[str, Path] | None = None) -> Path:
+    """``summary.json`` (tag -> summary) and ``summary.md`` (comparison table, figures, each run's summary) in ``out_dir``.
+
+    Returns the Markdown path.
+    """
+    out_dir = Path(out_dir)
+    write_json_atomic(out_dir / "summary.json", {s["tag"]: s for s in summaries})
+    pictures = "".join(f"![{name}]({Path(path).name})\n" for name, path in (figures or {}).items())
+    runs = "\n".join(summary_markdown(s, level=2) for s in summaries)
+    md = f"# Evaluation summary\n\n{comparison_table(summaries)}\n{pictures}\n{runs}"
+    (out_dir / "summary.md").write_text(md, encoding="utf-8")
+    return out_dir / "summary.md"
 
 
 # ------------------------------------------------------------ trajectories

@@ -39,7 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from thor_core.sandbox.config import SandboxConfig
+from thor_core.sandbox.config import LAYERS, SandboxConfig
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -115,13 +115,13 @@ def _landlock_fs_rights(abi: int) -> int:
     return (1 << 16) - 1 if abi >= 5 else (1 << 15) - 1 if abi >= 3 else (1 << 14) - 1 if abi >= 2 else (1 << 13) - 1
 
 
-def _landlock_restrict(abi: int, rules: list[tuple[int, int]]) -> None:
-    """Handle every right of ``abi``, allow ``rules`` (O_PATH fd, rights), restrict this process."""
-    handled_fs = _landlock_fs_rights(abi)
+def _landlock_restrict(abi: int, rules: list[tuple[int, int]], fs: bool, tcp: bool, signals: bool) -> None:
+    """Restrict this process: files (all rights of ``abi`` but ``rules``), TCP bind/connect, signal scope."""
+    handled_fs = _landlock_fs_rights(abi) if fs else 0
     attr = _RulesetAttr(
         handled_fs,
-        _NET_BIND_TCP | _NET_CONNECT_TCP if abi >= 4 else 0,
-        _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0,
+        _NET_BIND_TCP | _NET_CONNECT_TCP if tcp else 0,
+        _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if signals else 0,
     )
     size = 8 if abi < 4 else 16 if abi < 6 else 24
     ruleset = _check(
@@ -129,7 +129,7 @@ def _landlock_restrict(abi: int, rules: list[tuple[int, int]]) -> None:
         "landlock_create_ruleset",
     )
     try:
-        for fd, rights in rules:
+        for fd, rights in rules if fs else ():
             rule = _PathBeneathAttr(rights & handled_fs, fd)
             _check(
                 _libc.syscall(_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_LANDLOCK_RULE_PATH_BENEATH),
@@ -189,7 +189,7 @@ class IsolationPlan:
 
     landlock_abi: int
     landlock_rules: list[tuple[int, int]]  # (O_PATH fd, rights), read-only paths and devices
-    hidden_dirs: dict[str, list[tuple[str, int]]]  # dir others cannot enter -> [(child, O_PATH fd)] to bind back
+    hidden_dirs: dict[str, list[str]]  # dir others cannot enter -> the children on the way to read-only paths
     uid_switch_problem: str  # "" when a non-root uid can reach every read-only path
     seccomp_filter: object | None
     seccomp_problem: str
@@ -218,17 +218,14 @@ def _library_paths() -> list[str]:
     return sorted(p for p in real if not any(p != d and p.startswith(d.rstrip("/") + "/") for d in dirs))
 
 
-def _first_closed_ancestor(path: str) -> tuple[str, str] | None:
-    """(directory others cannot enter, its child on the way to ``path``), or None if others can reach it."""
-    parts = path.strip("/").split("/")
-    current = "/"
-    for part in parts[:-1] if not os.path.isdir(path) else parts:
+def _closed_ancestors(path: str) -> list[tuple[str, str]]:
+    """Each directory on the way to ``path`` that other users cannot enter, with its next component."""
+    closed, current = [], "/"
+    for part in path.strip("/").split("/"):
         if not os.stat(current).st_mode & stat.S_IXOTH:
-            return current, part
+            closed.append((current, part))
         current = os.path.join(current, part)
-    if os.path.isdir(path) and not os.stat(path).st_mode & stat.S_IXOTH:
-        return os.path.dirname(path), os.path.basename(path)
-    return None
+    return closed
 
 
 def prepare_plan(cfg: SandboxConfig) -> IsolationPlan:
@@ -236,25 +233,20 @@ def prepare_plan(cfg: SandboxConfig) -> IsolationPlan:
     off = set(cfg.disable_layers)
     abi = 0 if off >= {"landlock_fs", "landlock_tcp", "landlock_signals"} else landlock_abi()
     read_only = _library_paths()
-    rules = [(os.open(p, os.O_PATH | os.O_CLOEXEC), _FS_READ_FILE | _FS_READ_DIR) for p in read_only]
+    rules = [(os.open(p, os.O_PATH | os.O_CLOEXEC), _FS_READ_FILE | (_FS_READ_DIR if os.path.isdir(p) else 0))
+             for p in read_only]
     for device, rights in (("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE), ("/dev/zero", _FS_READ_FILE),
                            ("/dev/urandom", _FS_READ_FILE), ("/dev/random", _FS_READ_FILE)):
         if os.path.exists(device):
             rules.append((os.open(device, os.O_PATH | os.O_CLOEXEC), rights))
-    hidden: dict[str, list[tuple[str, int]]] = {}
+    hidden: dict[str, list[str]] = {}
     problem = ""
     for path in read_only:
-        closed = _first_closed_ancestor(path)
-        if closed is None:
-            continue
-        parent, child = closed
-        children = hidden.setdefault(parent, [])
-        if child not in (name for name, _ in children):
-            children.append((child, os.open(os.path.join(parent, child), os.O_PATH | os.O_CLOEXEC)))
-    for path in read_only:  # after hiding, every path must be reachable through a re-bound child
-        inner = _first_closed_ancestor(path)
-        if inner is not None and inner[0] not in hidden:
-            problem = f"{inner[0]} (on the way to {path}) is closed to other users"
+        closed = _closed_ancestors(path)
+        if len(closed) > 1:
+            problem = f"{closed[1][0]} (on the way to {path}) is closed to other users"
+        elif closed and closed[0][1] not in hidden.setdefault(closed[0][0], []):
+            hidden[closed[0][0]].append(closed[0][1])
     seccomp_filter, seccomp_problem = None, ""
     if "seccomp" not in off:
         try:
@@ -349,8 +341,9 @@ class SessionCgroups:
         self._oom_control_fd = os.open(os.path.join(path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
         _write(os.path.join(path, "cgroup.event_control"), f"{self.oom_eventfd} {self._oom_control_fd}")
 
-    def procs_files(self) -> list[str]:
-        return [os.path.join(path, "cgroup.procs") for path in self.dirs.values()]
+    def procs_files(self) -> dict[str, str]:
+        """Layer name -> the cgroup.procs file a process writes its pid to, to join."""
+        return {f"cgroup_{controller}": os.path.join(path, "cgroup.procs") for controller, path in self.dirs.items()}
 
     def pids(self) -> list[int] | None:
         """Live processes of the session (zombies excluded), or None without a cgroup."""
@@ -431,12 +424,10 @@ def kill_session_processes(cgroups: SessionCgroups, holder_pid: int, keep: int |
     deadline = time.monotonic() + 5.0
     while True:
         victims = [p for p in session_processes(cgroups, holder_pid) if p not in (keep, holder_pid)]
-        if not victims or (not wait and victims):
-            for pid in victims:
-                _kill(pid)
-            return
         for pid in victims:
             _kill(pid)
+        if not wait or not victims:
+            return
         reap_children()
         if time.monotonic() > deadline:
             return
@@ -468,11 +459,9 @@ def work_root(cfg: SandboxConfig) -> str:
     return cfg.work_root or tempfile.gettempdir()
 
 
-def make_workdir(cfg: SandboxConfig, name: str, uid: int) -> str:
-    path = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{name}-", dir=work_root(cfg))
-    if uid != os.getuid():
-        os.chown(path, uid, uid)
-    return path
+def make_workdir(cfg: SandboxConfig, name: str) -> str:
+    """An empty private dir (the first state process mounts the session's tmpfs on it, or chowns it)."""
+    return tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{name}-", dir=work_root(cfg))
 
 
 def remove_workdir(path: str) -> None:
@@ -502,37 +491,48 @@ def _owner_alive(owner_pid: int) -> bool:
         return False
 
 
-def remove_stale(cfg: SandboxConfig) -> int:
-    """Kill and remove what sandboxes whose template died left behind; returns how many sessions were cleaned.
-
-    Names carry the template's pid ("<pid>_<slot>"), so only leftovers of dead templates are touched.
-    """
-    cleaned = 0
+def remove_session_leftovers(name: str, cfg: SandboxConfig) -> None:
+    """Kill what is left in session ``name``'s cgroups and remove them and its work dir (a holder died)."""
     for controller in ("pids", "memory"):
         base = _v1_controller_dir(controller)
-        group = os.path.join(base, CGROUP_GROUP) if base else None
-        if not group or not os.path.isdir(group):
+        path = os.path.join(base, CGROUP_GROUP, name) if base else ""
+        if not path or not os.path.isdir(path):
             continue
-        for name in os.listdir(group):
-            path = os.path.join(group, name)
-            if not os.path.isdir(path) or _owner_alive(int(name.split("_")[0]) if name.split("_")[0].isdigit() else -1):
-                continue
-            for _ in range(50):
-                with open(os.path.join(path, "cgroup.procs")) as f:
-                    pids = [int(p) for p in f.read().split()]
-                if not pids:
-                    break
-                for pid in pids:
-                    _kill(pid)
-                time.sleep(0.01)
-            SessionCgroups._rmdir(path)
-            cleaned += 1
+        for _ in range(100):
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split()]
+            if not pids:
+                break
+            for pid in pids:
+                _kill(pid)
+            time.sleep(0.005)
+        SessionCgroups._rmdir(path)
     root = work_root(cfg)
-    for name in os.listdir(root) if os.path.isdir(root) else ():
-        owner = name[len(WORKDIR_PREFIX):].split("_")[0]
-        if name.startswith(WORKDIR_PREFIX) and owner.isdigit() and not _owner_alive(int(owner)):
-            remove_workdir(os.path.join(root, name))
-    return cleaned
+    for entry in os.listdir(root) if os.path.isdir(root) else ():
+        if entry.startswith(f"{WORKDIR_PREFIX}{name}-"):
+            remove_workdir(os.path.join(root, entry))
+
+
+def remove_stale(cfg: SandboxConfig) -> int:
+    """Clean up after sandboxes whose template died; returns how many sessions were removed.
+
+    Session names start with their template's pid ("<pid>_<slot>"), so only
+    leftovers of dead templates are touched, never a live sandbox's.
+    """
+    names: set[str] = set()
+    for controller in ("pids", "memory"):
+        base = _v1_controller_dir(controller)
+        group = os.path.join(base, CGROUP_GROUP) if base else ""
+        if group and os.path.isdir(group):
+            names.update(os.listdir(group))
+    root = work_root(cfg)
+    for entry in os.listdir(root) if os.path.isdir(root) else ():
+        if entry.startswith(WORKDIR_PREFIX):
+            names.add(entry[len(WORKDIR_PREFIX):].split("-")[0])
+    stale = [n for n in names if n.split("_")[0].isdigit() and not _owner_alive(int(n.split("_")[0]))]
+    for name in stale:
+        remove_session_leftovers(name, cfg)
+    return len(stale)
 
 
 # ---------------------------------------------------------------- entering the sandbox (first state process)
@@ -542,7 +542,7 @@ def remove_stale(cfg: SandboxConfig) -> int:
 class SessionSpec:
     """What one session's holder tells its first state process."""
 
-    cgroup_procs_files: list[str]
+    cgroup_procs: dict[str, str]  # layer -> its cgroup.procs file
     cgroup_problems: dict[str, str]
     workdir: str
     uid: int
@@ -558,11 +558,11 @@ def enter_sandbox(plan: IsolationPlan, cfg: SandboxConfig, spec: SessionSpec, ke
     off = set(cfg.disable_layers)
     report: dict[str, str] = {}
 
-    def attempt(layer: str, action, *, requires: str = "") -> None:
+    def attempt(layer: str, action, problem: str = "") -> None:
         if layer in off:
             report[layer] = "missing: disabled by config"
-        elif requires:
-            report[layer] = f"missing: {requires}"
+        elif problem:
+            report[layer] = f"missing: {problem}"
         else:
             try:
                 action()
@@ -572,67 +572,64 @@ def enter_sandbox(plan: IsolationPlan, cfg: SandboxConfig, spec: SessionSpec, ke
 
     os.setsid()
     for layer in ("cgroup_pids", "cgroup_memory"):
-        if layer in spec.cgroup_problems:
-            report[layer] = f"missing: {spec.cgroup_problems[layer]}"
-    for procs in spec.cgroup_procs_files:
-        _write(procs, str(os.getpid()))
-    for layer in ("cgroup_pids", "cgroup_memory"):
-        report.setdefault(layer, "active")
+        procs = spec.cgroup_procs.get(layer, "")
+        attempt(layer, lambda: _write(procs, str(os.getpid())), spec.cgroup_problems.get(layer, "" if procs else "no cgroup"))
 
     is_root = os.geteuid() == 0
-    flags = _CLONE_NEWNS | (_CLONE_NEWNET if cfg.network_namespace and "network_namespace" not in off else 0)
-    private_mounts = is_root and "private_tmpfs" not in off
-    if private_mounts or flags & _CLONE_NEWNET:
+    flags = (_CLONE_NEWNS if is_root and "private_tmpfs" not in off else 0) | (
+        _CLONE_NEWNET if cfg.network_namespace and "network_namespace" not in off else 0)
+    ns_problem = "" if is_root else "namespaces need root"
+    if flags:
         try:
-            _check(_libc.unshare(flags if private_mounts else flags & ~_CLONE_NEWNS), "unshare")
-            if private_mounts:
+            _check(_libc.unshare(flags), "unshare")
+            if flags & _CLONE_NEWNS:
                 _mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
         except OSError as exc:
-            private_mounts, flags = False, 0
-            report["private_tmpfs"] = report["network_namespace"] = f"missing: {exc}"
+            flags, ns_problem = 0, str(exc)
+    private_mounts = bool(flags & _CLONE_NEWNS)
     if cfg.network_namespace:
-        attempt("network_namespace", lambda: None, requires="" if flags & _CLONE_NEWNET else "unshare(CLONE_NEWNET) needs root")
+        attempt("network_namespace", lambda: None, "" if flags & _CLONE_NEWNET else ns_problem or "unshare failed")
     else:
         report["network_namespace"] = "missing: not requested (network_namespace=False)"
 
-    uid = spec.uid if is_root and not plan.uid_switch_problem else os.getuid()
+    uid_problem = plan.uid_switch_problem or (
+        "" if private_mounts or not plan.hidden_dirs else f"{', '.join(plan.hidden_dirs)} is closed to other users")
+    switch_uid = is_root and not uid_problem and "unprivileged" not in off
+    uid = spec.uid if switch_uid else os.getuid()
 
     def mount_tmpfs() -> None:
         _mount("tmpfs", spec.workdir, "tmpfs", _MS_NOSUID | _MS_NODEV,
                f"size={cfg.disk_mb}m,nr_inodes=16384,mode=0700,uid={uid},gid={uid}")
 
-    if "private_tmpfs" not in report:
-        attempt("private_tmpfs", mount_tmpfs, requires="" if private_mounts else "mount namespaces need root")
-    if uid != os.getuid() and private_mounts:
+    attempt("private_tmpfs", mount_tmpfs, "" if private_mounts else ns_problem or "no mount namespace")
+    if not report["private_tmpfs"] == "active" and uid != os.getuid():
+        os.chown(spec.workdir, uid, uid)
+    if switch_uid and private_mounts:
         _hide_closed_dirs(plan)
     os.chdir(spec.workdir)
     os.environ.update(HOME=spec.workdir, TMPDIR=spec.workdir)
 
     attempt("rlimits", lambda: _set_rlimits(plan, cfg))
     attempt("unprivileged", lambda: _drop_privileges(plan, uid),
-            requires="" if uid != 0 else f"runs as uid 0 without capabilities: {plan.uid_switch_problem or 'no tmpfs to hide /root'}")
-    if report["unprivileged"].startswith("missing") and "unprivileged" not in off:
-        _drop_privileges(plan, os.getuid())  # capabilities still go
+            "" if switch_uid or not is_root else f"uid 0 (capabilities dropped): {uid_problem}")
+    if is_root and not switch_uid and "unprivileged" not in off:
+        _drop_privileges(plan, 0)
     prctl(_PR_SET_NO_NEW_PRIVS, 1)
 
-    landlock_layers = ("landlock_fs", "landlock_tcp", "landlock_signals")
-    landlock_needs = {"landlock_fs": 1, "landlock_tcp": 4, "landlock_signals": 6}
-    if plan.landlock_abi and not off >= set(landlock_layers):
-        rules = list(plan.landlock_rules) + [(os.open(spec.workdir, os.O_PATH | os.O_CLOEXEC), _landlock_fs_rights(plan.landlock_abi))]
+    landlock = {"landlock_fs": 1, "landlock_tcp": 4, "landlock_signals": 6}  # layer -> ABI it needs
+    wanted = [layer for layer, need in landlock.items() if layer not in off and plan.landlock_abi >= need]
+    landlock_problem = "" if plan.landlock_abi else "the kernel has no Landlock (needs Linux >= 5.13 with lsm=landlock)"
+    if wanted:
+        workdir_rule = (os.open(spec.workdir, os.O_PATH | os.O_CLOEXEC), _landlock_fs_rights(plan.landlock_abi))
         try:
-            _landlock_restrict(plan.landlock_abi, rules)
-            problem = ""
+            _landlock_restrict(plan.landlock_abi, plan.landlock_rules + [workdir_rule], *(n in wanted for n in landlock))
         except OSError as exc:
-            problem = str(exc)
-        for layer in landlock_layers:
-            need = landlock_needs[layer]
-            attempt(layer, lambda: None,
-                    requires=problem or (f"Landlock ABI {plan.landlock_abi} < {need}" if plan.landlock_abi < need else ""))
-    else:
-        for layer in landlock_layers:
-            attempt(layer, lambda: None, requires="the kernel has no Landlock (needs Linux >= 5.13 with lsm=landlock)")
+            landlock_problem = str(exc)
+    for layer, need in landlock.items():
+        too_old = f"Landlock ABI {plan.landlock_abi} < {need}" if plan.landlock_abi else ""
+        attempt(layer, lambda: None, landlock_problem or (too_old if plan.landlock_abi < need else ""))
 
-    attempt("seccomp", lambda: plan.seccomp_filter.load(), requires=plan.seccomp_problem)
+    attempt("seccomp", lambda: plan.seccomp_filter.load(), plan.seccomp_problem)
 
     for fd in (0, 1, 2):
         os.dup2(plan.devnull_fd, fd)
@@ -640,21 +637,28 @@ def enter_sandbox(plan: IsolationPlan, cfg: SandboxConfig, spec: SessionSpec, ke
     for low, high in zip(keep, keep[1:] + [1 << 20]):
         os.closerange(low + 1, high)
     extra = set(os.environ) - set(clean_environment(cfg)) - {"HOME", "TMPDIR"}
-    report["clean_env"] = "active" if not extra else f"missing: inherited {sorted(extra)}"
-    return {layer: report[layer] for layer in report}
+    attempt("clean_env", lambda: None, f"inherited {sorted(extra)}" if extra else "")
+    return {layer: report[layer] for layer in LAYERS}
 
 
 def _hide_closed_dirs(plan: IsolationPlan) -> None:
-    """Cover each directory other users cannot enter with an empty tmpfs, binding back only what the code needs."""
+    """Cover each directory other users cannot enter with an empty tmpfs, binding back only what the code needs.
+
+    Runs in the private mount namespace; the children are opened there first
+    (a bind source must be in the same namespace), then re-bound through
+    their descriptors once the tmpfs hides the rest.
+    """
     for parent, children in plan.hidden_dirs.items():
+        fds = {child: os.open(os.path.join(parent, child), os.O_PATH | os.O_CLOEXEC) for child in children}
         _mount("tmpfs", parent, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64k,mode=0755")
-        for child, fd in children:
+        for child, fd in fds.items():
             target = os.path.join(parent, child)
             if stat.S_ISDIR(os.fstat(fd).st_mode):
                 os.mkdir(target)
             else:
                 open(target, "w").close()
             _mount(f"/proc/self/fd/{fd}", target, None, _MS_BIND | _MS_REC, None)
+            os.close(fd)
 
 
 def _set_rlimits(plan: IsolationPlan, cfg: SandboxConfig) -> None:

@@ -1,0 +1,404 @@
+"""The trusted processes: the template and one holder per session.
+
+Process tree (all but the caller forked, never exec'd)::
+
+    caller (Sandbox)                      your process
+     └─ template          trusted: imports the preload once, gc.freeze(), never runs model code
+         └─ holder        trusted, one per session: root, outside the session's cgroups,
+             │            subreaper of everything below; enforces every limit
+             └─ state     sandboxed: the session's Python state (fork of the holder, so it
+                 └─ cell  starts with the preload), forks one cell per code block
+
+The caller talks to the template only to open a session (it passes one end
+of a socket pair, and the holder answers on it); every cell then goes caller
+-> holder -> state directly, so sessions run in parallel.
+
+Per cell the holder gives the state two pipes (stdout, stderr) and a fresh
+channel, then watches, with one poll: the pipes (capped, drained as they
+fill), the cell's "done" message, the state's report that the cell's process
+ended, the memory cgroup's OOM eventfd, and the wall-clock deadline. On
+success the cell becomes the state and every other process of the session is
+killed; on any failure every process but the old state is killed (rollback).
+Nothing is ever waited on by EOF of a pipe a cell could hold.
+
+Covered: ``template_main`` (the template's loop; it exits when its caller
+dies, watched through a pidfd) and ``holder_main``/``SessionHolder``. Not
+covered: the layers (``isolation``), what runs inside (``cell``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import gc
+import importlib
+import math
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from thor_core.sandbox import isolation
+from thor_core.sandbox.cell import serve_state
+from thor_core.sandbox.config import SandboxConfig
+from thor_core.sandbox.wire import Channel, ProtocolError
+
+_PR_SET_CHILD_SUBREAPER = 36
+_STATE_START_TIMEOUT_S = 30.0
+_CELL_MESSAGE_MAX = 4096  # what a sandboxed process may send the holder in one message
+
+
+# ---------------------------------------------------------------- template
+
+
+def template_main() -> None:
+    """Entry point of the template process: ``python -c ... CONTROL_FD CALLER_PID``."""
+    control = Channel(socket.socket(fileno=int(sys.argv[1])))
+    caller_pid = int(sys.argv[2])
+    caller_pidfd = os.pidfd_open(caller_pid)
+    if os.getppid() != caller_pid:  # the caller died before we watched it
+        os._exit(0)
+    request, _ = control.receive(timeout=60)
+    cfg = SandboxConfig.from_dict(request["config"])
+    preloaded, failed = [], {}
+    for name in cfg.preload:
+        try:
+            importlib.import_module(name)
+            preloaded.append(name)
+        except Exception as exc:  # reported; the caller decides
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    plan = isolation.prepare_plan(cfg)
+    gc.collect()
+    gc.freeze()  # forks no longer copy pages when a collection walks the preloaded objects
+    control.send({"ready": True, "pid": os.getpid(), "preloaded": preloaded, "failed": failed})
+
+    slots: dict[int, int] = {}  # holder pid -> slot (its uid and resource names)
+    poller = select.poll()
+    poller.register(control.fileno(), select.POLLIN)
+    poller.register(caller_pidfd, select.POLLIN)
+    while True:
+        events = dict(poller.poll(1000))
+        _reap_holders(slots, cfg)
+        if caller_pidfd in events:
+            break
+        if control.fileno() not in events:
+            continue
+        try:
+            request, fds = control.receive(timeout=10)
+        except (EOFError, TimeoutError, ProtocolError):
+            break
+        if request.get("op") == "open" and len(fds) == 1:
+            slot = min(set(range(len(slots) + 1)) - set(slots.values()))
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    control.close()
+                    holder_main(Channel(socket.socket(fileno=fds[0])), caller_pidfd, cfg, plan, slot)
+                except BaseException:
+                    traceback.print_exc()  # the template's stderr is the caller's
+                finally:
+                    os._exit(0)
+            os.close(fds[0])
+            slots[pid] = slot
+            control.send({"pid": pid})
+        elif request.get("op") == "exit":
+            break
+        else:
+            for fd in fds:
+                os.close(fd)
+            control.send({"error": f"unknown request {request.get('op')!r}"})
+    os._exit(0)  # holders notice the caller's end themselves and clean up
+
+
+def session_name(template_pid: int, slot: int) -> str:
+    """Names a session's cgroups and work dir; the template's pid lets a later sandbox find leftovers."""
+    return f"{template_pid}_{slot}"
+
+
+def _reap_holders(slots: dict[int, int], cfg: SandboxConfig) -> None:
+    """Forget finished holders; clean up after one that was killed before it could clean up itself."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        slot = slots.pop(pid, None)
+        if slot is not None and os.WIFSIGNALED(status):
+            isolation.remove_session_leftovers(session_name(os.getpid(), slot), cfg)
+
+
+# ---------------------------------------------------------------- holder
+
+
+def holder_main(channel: Channel, caller_pidfd: int, cfg: SandboxConfig, plan: isolation.IsolationPlan, slot: int) -> None:
+    """Serve one session's requests from the caller until it closes the session or dies."""
+    isolation.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up (finally) when terminated
+    holder = SessionHolder(cfg, plan, session_name(os.getppid(), slot), cfg.uid_base + (os.getppid() % 100_000) * 1000 + slot % 1000)
+    try:
+        missing = holder.start()
+        channel.send({"opened": not missing, "error": missing, "pid": os.getpid(), "report": holder.report,
+                      "workdir": holder.workdir})
+        if missing:
+            return
+        poller = select.poll()
+        poller.register(channel.fileno(), select.POLLIN)
+        poller.register(caller_pidfd, select.POLLIN)
+        while True:
+            if caller_pidfd in dict(poller.poll()):
+                return
+            try:
+                request, _ = channel.receive(timeout=10)
+            except (EOFError, TimeoutError, ProtocolError):
+                return
+            if request.get("op") == "run":
+                outcome = holder.run(str(request["code"]), float(request["timeout_s"]), bool(request["keep"]))
+                channel.send({"outcome": outcome})
+            elif request.get("op") == "close":
+                holder.close()
+                channel.send({"closed": True})
+                return
+            else:
+                channel.send({"error": f"unknown request {request.get('op')!r}"})
+    except KeyboardInterrupt:  # SIGTERM
+        pass
+    finally:
+        holder.close()
+
+
+class _Capture:
+    """One output stream of a cell: keeps the first and last bytes up to ``limit``, counts the rest."""
+
+    def __init__(self, limit: int):
+        self.head_limit, self.tail_limit = limit - limit // 2, limit // 2
+        self.head, self.tail = bytearray(), bytearray()
+        self.total = 0
+
+    def read_from(self, fd: int, max_chunks: int = 16) -> bool:
+        """Read what is there (a bounded amount, so one flood cannot starve the loop); False at EOF."""
+        for _ in range(max_chunks):
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return True
+            if not data:
+                return False
+            self.total += len(data)
+            take = max(self.head_limit - len(self.head), 0)
+            self.head += data[:take]
+            self.tail += data[take:]
+            del self.tail[: max(len(self.tail) - self.tail_limit, 0)]
+        return True
+
+    def text(self) -> str:
+        dropped = self.total - len(self.head) - len(self.tail)
+        cut = f"\n...[{dropped} bytes not kept]...\n".encode() if dropped else b""
+        return (bytes(self.head) + cut + bytes(self.tail)).decode("utf-8", "replace")
+
+
+class SessionHolder:
+    """One session, from the trusted side: its resources, its current state process, its cells."""
+
+    def __init__(self, cfg: SandboxConfig, plan: isolation.IsolationPlan, name: str, uid: int):
+        self.cfg, self.plan, self.name, self.uid = cfg, plan, name, uid
+        self.cgroups = isolation.SessionCgroups(name, cfg)
+        self.workdir = isolation.make_workdir(cfg, name)
+        self.report: dict[str, str] = {}
+        self.state_pid: int | None = None
+        self.state_channel: Channel | None = None
+        self.cells = 0
+        self.closed = False
+
+    # -------------------------------------------------------- state processes
+
+    def start(self) -> str:
+        """Start the first state; returns "" or, in strict mode, what required layers are missing."""
+        self._start_state()
+        missing = [f"{layer} ({self.report[layer]})" for layer in self.cfg.layers_required() if self.report[layer] != "active"]
+        if self.cfg.strict and missing:
+            return "strict mode: required isolation layers are missing: " + "; ".join(missing)
+        return ""
+
+    def _start_state(self) -> None:
+        """Fork a fresh state from this process (it holds the preload, no model state) and sandbox it."""
+        mine, theirs = Channel.pair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                mine.close()
+                spec = isolation.SessionSpec(self.cgroups.procs_files(), self.cgroups.problems, self.workdir, self.uid)
+                report = isolation.enter_sandbox(self.plan, self.cfg, spec, keep_fds=(theirs.fileno(),))
+                theirs.send({"ready": report})
+                serve_state(theirs, self.plan.devnull_fd, {"__name__": "__main__", "__builtins__": builtins})
+            except BaseException:
+                traceback.print_exc()  # reaches the caller's stderr only before the sandbox closed it
+            finally:
+                os._exit(70)
+        theirs.close()
+        message, _ = mine.receive(timeout=_STATE_START_TIMEOUT_S)
+        self.report, self.state_pid, self.state_channel = message["ready"], pid, mine
+        mine.max_message_bytes = _CELL_MESSAGE_MAX  # from now on it speaks for model code
+
+    def _restart_state(self) -> None:
+        """The state died or cannot go on: kill the session's processes and start over from the preload."""
+        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=None)
+        if self.state_channel is not None:
+            self.state_channel.close()
+        self.cgroups.clear_oom_event()
+        self._start_state()
+
+    # -------------------------------------------------------- cells
+
+    def run(self, code: str, timeout_s: float, keep: bool) -> dict:
+        """Run one cell; returns the outcome (JSON-able): exited_cleanly, stdout, stderr, flags, duration_s."""
+        start = time.monotonic()
+        isolation.reap_children()
+        self.cells += 1
+        cell = self.cells
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        mine, theirs = socket.socketpair()
+        cell_channel = Channel(mine, max_message_bytes=_CELL_MESSAGE_MAX)
+        captures = (_Capture(self.cfg.max_output_bytes), _Capture(self.cfg.max_output_bytes))
+        request = {"cell": cell, "code": code, "keep": keep, "cpu_s": math.ceil(timeout_s) + 1}
+        try:
+            self.state_channel.send(request, fds=(out_w, err_w, theirs.fileno()), timeout=timeout_s)
+            ending, message, exit_code = self._watch(cell, start + timeout_s, dict(zip((out_r, err_r), captures)), cell_channel)
+        except (OSError, TimeoutError):
+            ending, message, exit_code = "lost", {}, None
+        finally:
+            for fd in (out_w, err_w):
+                os.close(fd)
+            theirs.close()
+        duration = time.monotonic() - start
+        if ending == "done" and keep and not self._adopt(message, cell_channel):
+            ending = "unadoptable"
+        if not (ending == "done" and keep):
+            cell_channel.close()
+            self._clean_up(ending)
+        if not keep:  # one-shot runs always start from an empty work dir
+            root = f"/proc/{self.state_pid}/root" if self.report.get("private_tmpfs") == "active" else ""
+            isolation.clear_workdir(root + self.workdir)
+        for fd, capture in zip((out_r, err_r), captures):
+            capture.read_from(fd, max_chunks=64)
+            os.close(fd)
+        stdout, stderr = captures[0].text(), captures[1].text()
+        note = self._note(ending, exit_code, timeout_s)
+        if note:
+            stderr = (stderr if not stderr or stderr.endswith("\n") else stderr + "\n") + note + "\n"
+        last_line = stderr.strip().rsplit("\n", 1)[-1]
+        return {
+            "exited_cleanly": ending == "done",
+            "stdout": stdout,
+            "stderr": stderr,
+            "timed_out": ending == "timeout",
+            "killed": ending in ("timeout", "oom", "flood"),
+            "oom": ending == "oom" or last_line.startswith("MemoryError"),
+            "duration_s": duration,
+        }
+
+    def _watch(self, cell: int, deadline: float, streams: dict[int, _Capture], cell_channel: Channel) -> tuple[str, dict, int | None]:
+        """Poll until the cell ends; returns (ending, its done message, the exit code the state reported)."""
+        state_fd, cell_fd, oom_fd = self.state_channel.fileno(), cell_channel.fileno(), self.cgroups.oom_eventfd
+        poller = select.poll()
+        for fd in (*streams, state_fd, cell_fd) + ((oom_fd,) if oom_fd is not None else ()):
+            poller.register(fd, select.POLLIN)
+        ending, done, exit_code = "", {}, None
+        while not ending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                ending = "timeout"
+                break
+            for fd, _event in poller.poll(max(1, math.ceil(left * 1000))):
+                if fd in streams:
+                    if not streams[fd].read_from(fd):
+                        poller.unregister(fd)
+                    if sum(c.total for c in streams.values()) > self.cfg.output_limit_bytes:
+                        ending = ending or "flood"
+                elif fd == cell_fd:
+                    done = self._done_message(cell_channel, cell) or done
+                    if not done:
+                        poller.unregister(fd)  # closed without a word: the state's report will say why
+                    else:
+                        ending = "done"
+                elif fd == state_fd:
+                    try:
+                        for message in self.state_channel.read_available():
+                            if message.get("exited") == cell:
+                                exit_code = message.get("exit_code")
+                                ending = ending or "exited"
+                    except (EOFError, ProtocolError):
+                        ending = ending or "lost"
+                        poller.unregister(fd)
+                elif fd == oom_fd:
+                    ending = ending or "oom"
+        if ending != "done":  # a done message may have raced the report of the exit that followed it
+            done = self._done_message(cell_channel, cell)
+            if done and ending in ("exited", "timeout"):
+                ending = "done"
+        return ending, done, exit_code
+
+    @staticmethod
+    def _done_message(cell_channel: Channel, cell: int) -> dict:
+        try:
+            messages = cell_channel.read_available()
+        except (EOFError, ProtocolError):
+            return {}
+        return next((m for m in messages if m.get("done") == cell), {})
+
+    def _adopt(self, done: dict, cell_channel: Channel) -> bool:
+        """Make the cell's process (or its thread-free fork) the session state; kill everything else."""
+        new_state = done.get("state_pid")
+        live = isolation.session_processes(self.cgroups, os.getpid())
+        if not isinstance(new_state, int) or new_state not in live or new_state == os.getpid():
+            return False
+        old_state, old_channel = self.state_pid, self.state_channel
+        self.state_pid, self.state_channel = new_state, cell_channel
+        old_channel.close()
+        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=new_state,
+                                         wait=bool(set(live) - {new_state, old_state, done.get("pid")}))
+        return True
+
+    def _clean_up(self, ending: str) -> None:
+        """Kill every process but the state (rollback); restart the state if it is gone or itself over the memory limit."""
+        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid)
+        if ending == "oom":
+            self.cgroups.clear_oom_event()
+        if ending in ("lost", "unadoptable") or self.cgroups.under_oom():
+            self._restart_state()
+
+    def _note(self, ending: str, exit_code: int | None, timeout_s: float) -> str:
+        """The line the trusted side adds to stderr, so the observation names why the cell ended."""
+        if ending == "timeout":
+            return f"TimeoutError: the cell ran longer than {timeout_s:g} s and was stopped"
+        if ending == "oom":
+            return f"MemoryError: the session ran out of memory ({self.cfg.memory_mb} MB) and the cell was stopped"
+        if ending == "flood":
+            return f"OutputLimitError: the cell wrote more than {self.cfg.output_limit_bytes} bytes and was stopped"
+        if ending in ("lost", "unadoptable"):
+            return "SandboxError: the session's state process was lost; the session restarted from a fresh state"
+        if ending == "exited" and exit_code is not None and exit_code < 0:
+            return f"Error: the cell's process was killed by signal {signal.Signals(-exit_code).name}"
+        if ending == "exited" and exit_code not in (None, 1):
+            return f"SystemExit: the cell ended its process (exit status {exit_code}) before finishing"
+        return ""
+
+    # -------------------------------------------------------- end
+
+    def close(self) -> None:
+        """Kill every process of the session, remove its cgroups and work dir (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=None)
+        isolation.reap_children()
+        if self.state_channel is not None:
+            self.state_channel.close()
+        self.cgroups.remove()
+        isolation.remove_workdir(self.workdir)
