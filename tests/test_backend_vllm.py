@@ -101,7 +101,6 @@ def test_requests_advance_independently(backend, prompt):
         short = asyncio.create_task(backend.generate(SegmentRequest(prompt, max_new_tokens=3, sampling=GREEDY)))
         await short
         assert not long.done()  # the short one left the batch while the long one decodes
-        await asyncio.sleep(0.2)
         late = await backend.generate(SegmentRequest(prompt, max_new_tokens=3, sampling=GREEDY))
         assert not long.done()  # a request that arrived later joined the running batch
         many = await asyncio.gather(
@@ -139,7 +138,14 @@ def test_load_weights_changes_and_restores_outputs(backend, hf_model, prompt):
     after = generate(backend, request)
     assert after.ids != before.ids or after.logprobs != pytest.approx(before.logprobs, abs=1e-3)
 
-    backend.load_weights(params)
+    async def reload_while_decoding():
+        in_flight = asyncio.create_task(backend.generate(SegmentRequest(prompt, max_new_tokens=24, sampling=GREEDY)))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(backend.load_weights, params)
+        return await in_flight
+
+    mixed = asyncio.run(reload_while_decoding())  # recomputed with the restored weights, then finished
+    assert len(mixed.ids) == len(mixed.logprobs) and mixed.finish in (FINISH_EOS, FINISH_LENGTH)
     restored = generate(backend, request)
     assert restored.ids == before.ids
     assert restored.logprobs == pytest.approx(before.logprobs, abs=1e-4)

@@ -339,11 +339,7 @@ def test_humaneval_program_passes_canonical_and_fails_wrong(sandbox):
     good = f"```python\n{meta['prompt']}{problem.answer}```"
     bad = f"```python\ndef {meta['entry_point']}(*args):\n    return None\n```"
     for completion, expected in ((good, True), (bad, False), (problem.answer, True)):  # a bare body completes the stub
-        session = sandbox.session()
-        try:
-            result = session.run(humaneval_program(meta, completion), 10)
-        finally:
-            session.close()
+        result = sandbox.run(humaneval_program(meta, completion), 10)
         assert (result.exited_cleanly and evaluation.PASS_MARK in result.stdout) is expected
 
 

@@ -10,7 +10,7 @@ Covered:
   file are neither re-run nor re-graded; a torn last line is dropped. Resuming
   with a different ``RolloutConfig`` or mode is refused (``config-<tag>.json``).
 - ``evaluate_code``: HumanEval pass@1 (and pass@k): the model's function is run
-  against the problem's tests in a fresh sandbox session (one run per sample).
+  against the problem's tests in the sandbox (a one-shot, stateless run per sample).
 - ``summarize`` and the metrics behind it (pure functions, unit-tested):
   Avg@k and the unbiased pass@k estimator (Chen et al. 2021,
   ``1 - C(n-c, k) / C(n, k)``) per benchmark and overall; mean policy tokens
@@ -466,11 +466,7 @@ def humaneval_program(metadata: dict[str, Any], completion: str) -> str:
 
 def _code_grader(sandbox, problems: dict[str, dict[str, Any]], timeout_s: float | None) -> Callable[[Trajectory], None]:
     def grade(record: Trajectory) -> None:
-        session = sandbox.session()
-        try:
-            result = session.run(humaneval_program(problems[record.question_id], record.completion_text), timeout_s)
-        finally:
-            session.close()
+        result = sandbox.run(humaneval_program(problems[record.question_id], record.completion_text), timeout_s)
         record.correct = bool(result.exited_cleanly and PASS_MARK in result.stdout)
         record.metadata["test"] = {"observation": result.observation, "timed_out": result.timed_out}
 

@@ -184,7 +184,7 @@ class OpenAICompletionsBackend(Backend):
         if token_ids is not None:
             ids = list(token_ids)
         else:
-            if isinstance(reason, str) and reason not in text:
+            if isinstance(reason, str) and not text.endswith(reason):
                 text += reason  # OpenAI servers cut the stop string off
             ids = self.tokenizer.encode(text, add_special_tokens=False)
             if finish == FINISH_EOS and (not ids or ids[-1] not in self.eos_token_ids):

@@ -8,8 +8,10 @@ with stdout/stderr on pipes the holder reads, then either
   child is gone, the state process reaps it, reports its exit status, and
   serves the next cell with the state it had before: that is the rollback;
 - succeeds: the child becomes the session's new state process (the holder
-  kills the old one). If the cell left threads running, the child forks once
-  more so the new state has only the main thread, and exits.
+  kills the old one). If the cell left threads running (started with
+  ``threading``/``_thread``; threads a C extension starts on its own are not
+  seen), the child forks once more so the new state has only the main
+  thread, and exits.
 
 Covered: the loop above, tracebacks that show the cell's own lines, a fresh
 stdout/stderr per cell, the per-cell CPU rlimit. Not covered: timeouts and
@@ -30,6 +32,8 @@ import traceback
 import _thread
 
 from thor_core.sandbox.wire import Channel
+
+_TRACEBACK_FRAMES = 64
 
 
 def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
@@ -79,6 +83,7 @@ def _run_cell(request: dict, fds: list[int], old_channel: Channel, devnull_fd: i
         channel = Channel(socket.socket(fileno=channel_fd))
         _, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
         resource.setrlimit(resource.RLIMIT_CPU, (min(int(request["cpu_s"]), hard_cpu), hard_cpu))
+        threads_before = _thread._count()  # inherited, and never lowered for threads a fork left behind
         ok = _execute(request["code"], f"<cell {request['cell']}>", namespace)
         _flush(streams)
         if not ok:
@@ -90,7 +95,7 @@ def _run_cell(request: dict, fds: list[int], old_channel: Channel, devnull_fd: i
         os.dup2(devnull_fd, 2)
         resource.setrlimit(resource.RLIMIT_CPU, (hard_cpu, hard_cpu))
         state_pid = os.getpid()
-        if _thread._count():  # threads the cell left running: only a fork leaves them behind
+        if _thread._count() > threads_before:  # threads the cell left running: only a fork leaves them behind
             state_pid = os.fork()
             if state_pid:
                 channel.send({"done": request["cell"], "pid": os.getpid(), "state_pid": state_pid})
@@ -109,7 +114,8 @@ def _execute(code: str, filename: str, namespace: dict) -> bool:
         exec(compile(code, filename, "exec"), namespace)
         return True
     except BaseException as exc:  # SystemExit too: an exit ends the cell as a failure
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None)
+        # A bounded traceback: formatting a million frames of a runaway recursion would outlast the timeout.
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None, limit=_TRACEBACK_FRAMES)
         return False
 
 

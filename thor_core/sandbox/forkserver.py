@@ -142,7 +142,7 @@ def holder_main(channel: Channel, caller_pidfd: int, cfg: SandboxConfig, plan: i
     try:
         missing = holder.start()
         channel.send({"opened": not missing, "error": missing, "pid": os.getpid(), "report": holder.report,
-                      "workdir": holder.workdir})
+                      "workdir": holder.workdir, "cgroups": holder.cgroups.dirs})
         if missing:
             return
         poller = select.poll()
@@ -158,6 +158,7 @@ def holder_main(channel: Channel, caller_pidfd: int, cfg: SandboxConfig, plan: i
             if request.get("op") == "run":
                 outcome = holder.run(str(request["code"]), float(request["timeout_s"]), bool(request["keep"]))
                 channel.send({"outcome": outcome})
+                holder.settle()
             elif request.get("op") == "close":
                 holder.close()
                 channel.send({"closed": True})
@@ -281,7 +282,7 @@ class SessionHolder:
             ending = "unadoptable"
         if not (ending == "done" and keep):
             cell_channel.close()
-            self._clean_up(ending)
+            self._clean_up(ending, message)
         if not keep:  # one-shot runs always start from an empty work dir
             root = f"/proc/{self.state_pid}/root" if self.report.get("private_tmpfs") == "active" else ""
             isolation.clear_workdir(root + self.workdir)
@@ -292,14 +293,14 @@ class SessionHolder:
         note = self._note(ending, exit_code, timeout_s)
         if note:
             stderr = (stderr if not stderr or stderr.endswith("\n") else stderr + "\n") + note + "\n"
-        last_line = stderr.strip().rsplit("\n", 1)[-1]
+        error_name = stderr.strip().rsplit("\n", 1)[-1].split(":", 1)[0].rsplit(".", 1)[-1]
         return {
             "exited_cleanly": ending == "done",
             "stdout": stdout,
             "stderr": stderr,
             "timed_out": ending == "timeout",
             "killed": ending in ("timeout", "oom", "flood"),
-            "oom": ending == "oom" or last_line.startswith("MemoryError"),
+            "oom": ending == "oom" or error_name.endswith("MemoryError"),  # numpy's _ArrayMemoryError too
             "duration_s": duration,
         }
 
@@ -365,9 +366,15 @@ class SessionHolder:
                                          wait=bool(set(live) - {new_state, old_state, done.get("pid")}))
         return True
 
-    def _clean_up(self, ending: str) -> None:
-        """Kill every process but the state (rollback); restart the state if it is gone or itself over the memory limit."""
-        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid)
+    def _clean_up(self, ending: str, done: dict) -> None:
+        """Kill every process but the state (rollback); restart the state if it is gone or itself over the memory limit.
+
+        After a one-shot cell that finished, its own process is already on
+        its way out: only other processes are waited for.
+        """
+        live = isolation.session_processes(self.cgroups, os.getpid())
+        finished_alone = ending == "done" and not set(live) - {self.state_pid, done.get("pid")}
+        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid, wait=not finished_alone)
         if ending == "oom":
             self.cgroups.clear_oom_event()
         if ending in ("lost", "unadoptable") or self.cgroups.under_oom():
@@ -388,6 +395,11 @@ class SessionHolder:
         if ending == "exited" and exit_code not in (None, 1):
             return f"SystemExit: the cell ended its process (exit status {exit_code}) before finishing"
         return ""
+
+    def settle(self) -> None:
+        """After the reply is out: wait until only the state is left (the old state dies in the background)."""
+        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid)
+        isolation.reap_children()
 
     # -------------------------------------------------------- end
 
