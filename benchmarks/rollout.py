@@ -51,7 +51,9 @@ def _run_code(sandbox, code: str) -> tuple[str, float]:
 
 def _insert(tokenizer, ids: list[int], observation: str) -> list[int]:
     text = tokenizer.decode(ids)
-    return ids + tokenizer.encode(tir.output_block_prefix(text) + tir.render_output_block(observation), add_special_tokens=False)
+    return ids + tokenizer.encode(
+        tir.output_block_prefix(text) + tir.render_output_block(observation), add_special_tokens=False
+    )
 
 
 def _plain_vllm(llm, tasks, max_new_tokens) -> dict:
@@ -79,7 +81,12 @@ def _round_sync_vllm(llm, sandbox, tasks, max_new_tokens, rounds) -> dict:
         order = list(live)
         prompts = [{"prompt_token_ids": tasks[i].prompt_ids + live[i]} for i in order]
         params = [
-            vllm.SamplingParams(max_tokens=max(1, max_new_tokens - len(live[i])), temperature=0, stop=["```\n"], include_stop_str_in_output=True)
+            vllm.SamplingParams(
+                max_tokens=max(1, max_new_tokens - len(live[i])),
+                temperature=0,
+                stop=["```\n"],
+                include_stop_str_in_output=True,
+            )
             for i in order
         ]
         outs = llm.generate(prompts, params, use_tqdm=False)
@@ -119,7 +126,12 @@ def _tora_hf(model, tokenizer, sandbox, tasks, max_new_tokens, rounds, batch) ->
             budget = max(1, max(max_new_tokens - generated[i] for i in chunk))
             with torch.no_grad():
                 out = model.generate(
-                    **enc, max_new_tokens=budget, do_sample=False, stop_strings=["```\n"], tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id
+                    **enc,
+                    max_new_tokens=budget,
+                    do_sample=False,
+                    stop_strings=["```\n"],
+                    tokenizer=tokenizer,
+                    pad_token_id=tokenizer.pad_token_id,
                 )
             for row, i in enumerate(chunk):
                 new = [t for t in out[row, enc["input_ids"].shape[1] :].tolist() if t != tokenizer.pad_token_id]
@@ -149,7 +161,9 @@ def main() -> None:
     args = parser.parse_args()
 
     problems = generate_problems(args.n, seed=7, levels=(2,))
-    cfg = RolloutConfig(max_new_tokens=args.max_new_tokens, max_tool_rounds=args.rounds, sampling=GREEDY, stop_after_answer=False)
+    cfg = RolloutConfig(
+        max_new_tokens=args.max_new_tokens, max_tool_rounds=args.rounds, sampling=GREEDY, stop_after_answer=False
+    )
     rows: list[tuple[str, dict]] = []
     with Sandbox(SandboxConfig()) as sandbox:
         sandbox.health_check()
@@ -161,9 +175,17 @@ def main() -> None:
             with VLLMBackend.from_model_name(args.model) as backend:
                 tasks = make_tasks(problems, backend.tokenizer)
                 rows.append(("ours / vllm", _ours(backend, sandbox, tasks, cfg)))
-            llm = vllm.LLM(model=str(resolve_model(args.model)), max_model_len=4096, kv_cache_memory_bytes=2 << 30, enforce_eager=True, seed=0)
+            llm = vllm.LLM(
+                model=str(resolve_model(args.model)),
+                max_model_len=4096,
+                kv_cache_memory_bytes=2 << 30,
+                enforce_eager=True,
+                seed=0,
+            )
             rows.append(("plain / vllm (a)", _plain_vllm(llm, tasks, args.max_new_tokens)))
-            rows.append(("round-sync / vllm (b)", _round_sync_vllm(llm, sandbox, tasks, args.max_new_tokens, args.rounds)))
+            rows.append(
+                ("round-sync / vllm (b)", _round_sync_vllm(llm, sandbox, tasks, args.max_new_tokens, args.rounds))
+            )
             del llm
         if not args.skip_hf:
             from thor_core.backends.hf import HFBackend
@@ -171,14 +193,25 @@ def main() -> None:
             with HFBackend.from_model_name(args.model, max_batch=args.n) as backend:
                 tasks = make_tasks(problems, backend.tokenizer)
                 rows.append(("ours / hf", _ours(backend, sandbox, tasks, cfg)))
-                rows.append(("tora / hf (c)", _tora_hf(backend.model, backend.tokenizer, sandbox, tasks, args.max_new_tokens, args.rounds, args.n)))
+                rows.append(
+                    (
+                        "tora / hf (c)",
+                        _tora_hf(
+                            backend.model, backend.tokenizer, sandbox, tasks, args.max_new_tokens, args.rounds, args.n
+                        ),
+                    )
+                )
 
     rate = {name: r["tokens"] / r["wall"] for name, r in rows}
-    print(f"\n{args.n} problems, max_new_tokens={args.max_new_tokens}, rounds<={args.rounds}, model={args.model}, cores={os.cpu_count()}")
+    print(
+        f"\n{args.n} problems, max_new_tokens={args.max_new_tokens}, rounds<={args.rounds}, model={args.model}, cores={os.cpu_count()}"
+    )
     print(f"| {'run':<22} | tokens | calls | wall s | sandbox s | tok/s |")
     print(f"|{'-' * 24}|-------:|------:|-------:|----------:|------:|")
     for name, r in rows:
-        print(f"| {name:<22} | {r['tokens']:6d} | {r['calls']:5d} | {r['wall']:6.1f} | {r['sandbox']:9.2f} | {rate[name]:5.1f} |")
+        print(
+            f"| {name:<22} | {r['tokens']:6d} | {r['calls']:5d} | {r['wall']:6.1f} | {r['sandbox']:9.2f} | {rate[name]:5.1f} |"
+        )
     ratios = [
         ("ours/vllm vs plain (a), target >= 0.9", "ours / vllm", "plain / vllm (a)"),
         ("ours/vllm vs round-sync (b), target >= 1.5", "ours / vllm", "round-sync / vllm (b)"),

@@ -12,7 +12,11 @@ pytestmark = pytest.mark.model
 
 
 def chat_ids(tokenizer, text):
-    return list(tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+    return list(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+    )
 
 
 def reference(model, ids, n):
@@ -36,8 +40,15 @@ def gather(*coros):
 
 def test_batched_greedy_equals_generate_and_resume_and_backtrack_stay_exact(smol, backend):
     model, tok = smol
-    prompts = [chat_ids(tok, p) for p in ("What is 2+2?", "Tell a long story about a dragon and primes.", "List colors.")]
-    segs = gather(*(backend.generate(SegmentRequest(ids=p, max_new_tokens=24, sampling=GREEDY, key=f"r{i}")) for i, p in enumerate(prompts)))
+    prompts = [
+        chat_ids(tok, p) for p in ("What is 2+2?", "Tell a long story about a dragon and primes.", "List colors.")
+    ]
+    segs = gather(
+        *(
+            backend.generate(SegmentRequest(ids=p, max_new_tokens=24, sampling=GREEDY, key=f"r{i}"))
+            for i, p in enumerate(prompts)
+        )
+    )
     for p, s in zip(prompts, segs):
         ref = reference(model, p, 24)
         assert s.ids == ref[: len(s.ids)]
@@ -63,7 +74,9 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(smol, backend):
     _, tok = smol
     prompt = chat_ids(tok, "Name an animal.")
     sampling = SamplingParams(temperature=1.0, top_p=0.95, top_k=50)
-    a, b, c = gather(*(backend.generate(SegmentRequest(ids=prompt, max_new_tokens=12, sampling=sampling, seed=s)) for s in (1, 1, 2)))
+    a, b, c = gather(
+        *(backend.generate(SegmentRequest(ids=prompt, max_new_tokens=12, sampling=sampling, seed=s)) for s in (1, 1, 2))
+    )
     assert a.ids == b.ids
     assert a.ids != c.ids
 
@@ -71,7 +84,12 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(smol, backend):
 def test_more_requests_than_rows_all_finish(smol, backend):
     _, tok = smol
     prompt = chat_ids(tok, "Count to five.")
-    segs = gather(*(backend.generate(SegmentRequest(ids=prompt, max_new_tokens=6 + i, sampling=GREEDY, key=f"many{i}")) for i in range(7)))
+    segs = gather(
+        *(
+            backend.generate(SegmentRequest(ids=prompt, max_new_tokens=6 + i, sampling=GREEDY, key=f"many{i}"))
+            for i in range(7)
+        )
+    )
     assert [len(s.ids) <= 6 + i for i, s in enumerate(segs)] == [True] * 7
     for i in range(7):
         backend.release(f"many{i}")

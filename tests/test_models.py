@@ -43,7 +43,12 @@ def test_local_folder_passes_through():
 def test_two_processes_converting_at_once_share_one_result(tmp_path):
     env = {**os.environ, "THOR_MODEL_CACHE": str(tmp_path)}
     code = "from thor_core.models import resolve_model; print(resolve_model('embedded:smollm2-135m-instruct'))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     paths = {o[0].strip().splitlines()[-1] for o in outs}

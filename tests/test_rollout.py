@@ -18,7 +18,9 @@ def task_for(tokenizer, question="What is 6*7?", prefix=None):
 
 def run(tokenizer, sandbox, respond, **cfg):
     backend = ScriptedBackend(tokenizer, respond)
-    [record] = run_rollouts(backend, sandbox, [task_for(tokenizer, prefix=cfg.pop("prefix", None))], RolloutConfig(**cfg), progress=False)
+    [record] = run_rollouts(
+        backend, sandbox, [task_for(tokenizer, prefix=cfg.pop("prefix", None))], RolloutConfig(**cfg), progress=False
+    )
     return record, backend
 
 
@@ -127,7 +129,9 @@ def test_cot_mode_never_runs_code(qwen_tokenizer):
 
 
 def test_step_mode_stops_at_a_paragraph(qwen_tokenizer):
-    record, _ = run(qwen_tokenizer, None, lambda c: "Step one is this.\n\nStep two." + END, tools=False, step_stop=("\n\n",))
+    record, _ = run(
+        qwen_tokenizer, None, lambda c: "Step one is this.\n\nStep two." + END, tools=False, step_stop=("\n\n",)
+    )
     assert record.finish_reason == "step" and record.completion_text == "Step one is this.\n\n"
 
 
@@ -158,7 +162,9 @@ def test_real_model_solves_arithmetic_with_code(sandbox):
     ]
     with HFBackend.from_model_name("embedded:qwen2.5-coder-0.5b-instruct", max_batch=4) as backend:
         tasks = make_tasks(problems, backend.tokenizer)
-        records = run_rollouts(backend, sandbox, tasks, RolloutConfig(max_new_tokens=300, sampling=GREEDY), progress=False)
+        records = run_rollouts(
+            backend, sandbox, tasks, RolloutConfig(max_new_tokens=300, sampling=GREEDY), progress=False
+        )
     for r in records:
         assert isinstance(r, Trajectory)
         assert backend.tokenizer.decode(r.completion_ids) == r.completion_text

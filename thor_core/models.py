@@ -138,7 +138,7 @@ def _convert_embedded(model: EmbeddedModel, folder: Path) -> None:
 
 
 def _resolve_embedded(name: str) -> Path:
-    key = name[len(EMBEDDED_PREFIX):]
+    key = name[len(EMBEDDED_PREFIX) :]
     if key not in EMBEDDED:
         raise ModelNotAvailable(f"unknown embedded model {name!r}; choose one of {embedded_names()}")
     model = EMBEDDED[key]
@@ -158,7 +158,9 @@ def embedded_names() -> list[str]:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _resolve_hub(name: str) -> str:

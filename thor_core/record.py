@@ -23,9 +23,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed", "context")
 
@@ -91,7 +92,9 @@ class Trajectory:
         if len(self.mask) != n:
             raise ValueError(f"trajectory {self.question_id!r}: mask has {len(self.mask)} entries for {n} tokens")
         if self.logprobs is not None and len(self.logprobs) != n:
-            raise ValueError(f"trajectory {self.question_id!r}: logprobs has {len(self.logprobs)} entries for {n} tokens")
+            raise ValueError(
+                f"trajectory {self.question_id!r}: logprobs has {len(self.logprobs)} entries for {n} tokens"
+            )
         if any(m not in (0, 1) for m in self.mask):
             raise ValueError(f"trajectory {self.question_id!r}: mask entries must be 0 or 1")
         for call in self.tool_calls:
@@ -126,11 +129,13 @@ class Trajectory:
     # -- serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["tool_calls"] = [{**c, "code_span": list(c["code_span"]), "output_span": list(c["output_span"])} for c in d["tool_calls"]]
+        d["tool_calls"] = [
+            {**c, "code_span": list(c["code_span"]), "output_span": list(c["output_span"])} for c in d["tool_calls"]
+        ]
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

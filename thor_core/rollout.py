@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from thor_core import tir
 from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, Backend, SamplingParams, Segment, SegmentRequest
@@ -76,7 +77,9 @@ class RolloutTask:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def make_tasks(problems: Iterable, tokenizer, mode: str = "tir", n_samples: int = 1, seed: int = 0) -> list[RolloutTask]:
+def make_tasks(
+    problems: Iterable, tokenizer, mode: str = "tir", n_samples: int = 1, seed: int = 0
+) -> list[RolloutTask]:
     """``n_samples`` tasks per problem (objects with ``id``, ``question``, ``answer``), chat-templated."""
     tasks = []
     for problem in problems:
@@ -111,7 +114,9 @@ class _Builder:
         prefix = task.prefix
         self.ids: list[int] = list(prefix.completion_ids) if prefix else []
         self.mask: list[int] = list(prefix.mask) if prefix else []
-        self.logprobs: list[float | None] = list(prefix.logprobs) if prefix and prefix.logprobs else [None] * len(self.ids)
+        self.logprobs: list[float | None] = (
+            list(prefix.logprobs) if prefix and prefix.logprobs else [None] * len(self.ids)
+        )
         self.calls: list[ToolCall] = list(prefix.tool_calls) if prefix else []
         self.corrections: list[Correction] = []
         self.floor = len(self.ids)  # never backtrack into the prefix or an inserted block
@@ -195,7 +200,11 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
             if block is None:
                 if finish:
                     break
-                if cfg.step_stop and not tir.in_open_code_block(text) and _ends_with_stop(backend, segment, cfg.step_stop):
+                if (
+                    cfg.step_stop
+                    and not tir.in_open_code_block(text)
+                    and _ends_with_stop(backend, segment, cfg.step_stop)
+                ):
                     finish = "step"
                 elif cfg.stop_after_answer and _answered(text):
                     finish = "answer"
@@ -209,11 +218,18 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
             rounds += 1
             code_start = b.token_at_char(block.start)
             result = await asyncio.to_thread(session.run, block.code, cfg.code_timeout_s)
-            if not result.success and cfg.self_correction and retries < cfg.max_corrections and rounds < cfg.max_tool_rounds:
+            if (
+                not result.success
+                and cfg.self_correction
+                and retries < cfg.max_corrections
+                and rounds < cfg.max_tool_rounds
+            ):
                 retries += 1
                 cut = max(b.floor, code_start - cfg.correction_suffix_tokens)
                 b.corrections.append(
-                    Correction(at_token=cut, dropped_text=b.backtrack(cut), code=block.code, observation=result.observation)
+                    Correction(
+                        at_token=cut, dropped_text=b.backtrack(cut), code=block.code, observation=result.observation
+                    )
                 )
                 continue
             retries = 0
@@ -249,7 +265,13 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
         completion_text=text,
         final_answer=tir.last_boxed(text),
         finish_reason=finish,
-        metadata={**task.metadata, "seed": base_seed, "segments": segments, "tool_rounds": rounds, "backend": backend.name},
+        metadata={
+            **task.metadata,
+            "seed": base_seed,
+            "segments": segments,
+            "tool_rounds": rounds,
+            "backend": backend.name,
+        },
     )
 
 
@@ -263,7 +285,11 @@ def _answered(text: str) -> bool:
 
 
 async def rollout_many(
-    backend: Backend, sandbox, tasks: Sequence[RolloutTask], cfg: RolloutConfig, on_done: Callable[[int, Trajectory], None] | None = None
+    backend: Backend,
+    sandbox,
+    tasks: Sequence[RolloutTask],
+    cfg: RolloutConfig,
+    on_done: Callable[[int, Trajectory], None] | None = None,
 ) -> list[Trajectory]:
     """All ``tasks`` concurrently; results in task order. ``on_done(i, record)`` fires as each finishes."""
 

