@@ -115,7 +115,8 @@ def backend(server, folder):
 class TestAgainstServer:
     pytestmark = needs_vllm
 
-    def test_health_check_names_the_served_model(self, backend, folder):
+    def test_health_check_names_the_served_model(self, server, folder):
+        backend = OpenAICompletionsBackend.from_model_name(MODEL, base_url=server)
         assert backend.health_check() == [str(folder)]
 
     def test_greedy_ids_and_logprobs_match_in_process(self, backend, prompt, reference):

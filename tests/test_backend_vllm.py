@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GREEDY, SamplingParams, SegmentRequest
-from thor_core.models import resolve_model
 
 pytestmark = [
     pytest.mark.vllm,
@@ -44,10 +43,8 @@ def backend():
 
 
 @pytest.fixture(scope="module")
-def hf_model():
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(resolve_model(MODEL), dtype=torch.float32).eval()
+def hf_model(smol):
+    return smol[0]  # conftest's float32 SmolLM2; the tests only read its weights
 
 
 @pytest.fixture(scope="module")

@@ -170,7 +170,9 @@ class BatchingBackend(Backend):
                 done.set()
 
         self._inbox.put(("call", task))
-        done.wait()
+        while not done.wait(timeout=1.0):
+            if not self._worker.is_alive():
+                raise RuntimeError(f"the {self.name} backend's worker is not running") from self._error
         if "error" in box:
             raise box["error"]
         return box.get("result")
@@ -194,7 +196,9 @@ class BatchingBackend(Backend):
                         break
                     block = False
                     if kind == "stop":
-                        self._fail_all(pending, RuntimeError(f"the {self.name} backend was closed"))
+                        closed = RuntimeError(f"the {self.name} backend was closed")
+                        self._fail_all(pending, closed)
+                        self._fail_running(closed)
                         return
                     if kind == "generate":
                         pending.append(item)

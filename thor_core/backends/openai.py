@@ -90,6 +90,11 @@ class OpenAICompletionsBackend(Backend):
         self._client = None
         self._client_loop = None
 
+    @classmethod
+    def from_model_name(cls, name: str, base_url: str, **options) -> OpenAICompletionsBackend:
+        """A backend whose tokenizer is ``name`` (e.g. ``embedded:...``); the served model is asked from the server."""
+        return cls(base_url, tokenizer=name, **options)
+
     def health_check(self, timeout: float = 5.0) -> list[str]:
         """The served model names; ``ServerUnavailable`` at once when the server does not answer."""
         url = f"{self.base_url}/models"

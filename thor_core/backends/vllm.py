@@ -17,8 +17,11 @@ finishes, per-request seeds, prefix caching across a trajectory's segments
 
 Not covered: the engine's own multiprocessing mode (tensors for
 ``load_weights`` cannot cross its process boundary), tensor parallelism,
-LoRA. ``import vllm`` happens only when a backend is built, so
-``thor_core`` imports where vLLM is not installed.
+LoRA, aborting the request of a cancelled ``generate`` (it decodes to its
+end). ``import vllm`` happens only when a backend is built, so ``thor_core``
+imports where vLLM is not installed. Building one sets
+``VLLM_ENABLE_V1_MULTIPROCESSING=0`` in ``os.environ``, which subprocesses
+started later inherit.
 """
 
 from __future__ import annotations

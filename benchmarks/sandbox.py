@@ -1,0 +1,278 @@
+"""Benchmark: the kit's sandbox against the two usual ways of running model code.
+
+- ours: ``thor_core.sandbox`` with every layer on (network namespace too);
+  each cell runs in a session (fork of the session's state).
+- (a) cold: a fresh ``python -c`` subprocess per call with rlimits (the
+  SandboxFusion / nanochat pattern); state is emulated by replaying earlier
+  cells.
+- (b) pool: a pool of warm worker processes that ``exec`` each call in a
+  fresh namespace (the ToRA / Qwen2.5-Math pattern); state by replaying
+  earlier cells. Workers import the same math stack once at start.
+
+Workloads: a trivial print, ``sum(range(10**6))``, a sympy cell, and a 4-cell
+trajectory whose cells reuse earlier variables (latency per whole
+trajectory, session open and close included). Single cells run as cells of
+one session (ours) or as independent calls (baselines). Reported: p50/p95
+latency, cells (or trajectories) per second with 2 client threads, and ours'
+p50 speedup over each baseline; then how fast a session serves again after a
+timeout and after a crash.
+
+Run: ``.venv/bin/python benchmarks/sandbox.py`` (about 2-3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from thor_core.sandbox import Sandbox, SandboxConfig
+
+PRELOAD = ("sympy", "numpy", "math", "fractions", "itertools", "collections")
+WORKLOADS = {
+    "trivial print": "print(1 + 1)",
+    "sum(range(10**6))": "print(sum(range(10**6)))",
+    "sympy cell": "import sympy as sp\nx = sp.symbols('x')\nprint(sp.factor(x**4 - 1), sp.integrate(sp.sin(x)**2, x))",
+}
+TRAJECTORY = [
+    "import sympy as sp\nx = sp.symbols('x')\nf = x**3 - 6*x**2 + 11*x - 6\nprint(f)",
+    "roots = sp.solve(f, x)\nprint(roots)",
+    "total = sum(roots)\nprint(total)",
+    "print(sp.factor(f), total * 2)",
+]
+
+
+# ---------------------------------------------------------------- the three executors
+# Each offers session() -> an object with run(code) and close(). A session of
+# a baseline replays its earlier cells, the only way those executors keep state.
+
+
+class Ours:
+    name = "ours (fork server, all layers)"
+
+    def __init__(self):
+        self.sandbox = Sandbox(SandboxConfig(timeout_s=30.0, network_namespace=True, preload=PRELOAD))
+
+    def session(self):
+        return _Checked(self.sandbox.session())
+
+    def close(self):
+        self.sandbox.close()
+
+
+class _Checked:
+    def __init__(self, session):
+        self.session = session
+
+    def run(self, code: str) -> None:
+        result = self.session.run(code)
+        assert result.success, result
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _limit_child() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+    resource.setrlimit(resource.RLIMIT_CPU, (30, 30))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+class _ReplaySession:
+    """State by replay: each call runs every earlier cell of the trajectory again, then the new one."""
+
+    def __init__(self, call, replay: bool):
+        self.call, self.replay, self.history = call, replay, []
+
+    def run(self, code: str) -> None:
+        self.call("\n".join(self.history + [code]))
+        if self.replay:
+            self.history.append(code)
+
+    def close(self) -> None:
+        pass
+
+
+class Cold:
+    name = "(a) python -c per call + rlimits"
+
+    def session(self, replay: bool = True):
+        return _ReplaySession(self.call, replay)
+
+    @staticmethod
+    def call(code: str) -> None:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, preexec_fn=_limit_child,
+                              env={"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+
+    def close(self):
+        pass
+
+
+def _pool_init() -> None:
+    for name in PRELOAD:
+        __import__(name)
+
+
+def _pool_exec(code: str) -> tuple[bool, str]:
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(code, {"__name__": "__main__"})
+        return True, out.getvalue()
+    except BaseException as exc:
+        return False, repr(exc)
+
+
+class Pool:
+    name = "(b) warm process pool + replay"
+
+    def __init__(self):
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        self.pool = ProcessPoolExecutor(2, initializer=_pool_init)
+        list(self.pool.map(_pool_exec, ["print(1)"] * 4))  # workers up and warm
+
+    def session(self, replay: bool = True):
+        return _ReplaySession(self.call, replay)
+
+    def call(self, code: str) -> None:
+        ok, out = self.pool.submit(_pool_exec, code).result(timeout=60)
+        assert ok, out
+
+    def close(self):
+        self.pool.shutdown()
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _open(executor, replay: bool):
+    return executor.session() if isinstance(executor, Ours) else executor.session(replay=replay)
+
+
+def cell_latencies(executor, code: str, repeats: int) -> list[float]:
+    """Seconds per call of one independent cell (ours: cells of one session; baselines: no replay)."""
+    session = _open(executor, replay=False)
+    session.run(code)  # warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(code)
+        times.append(time.perf_counter() - start)
+    session.close()
+    return times
+
+
+def trajectory_latencies(executor, cells: list[str], repeats: int) -> list[float]:
+    """Seconds per whole trajectory, session opened and closed included."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session = _open(executor, replay=True)
+        for cell in cells:
+            session.run(cell)
+        session.close()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def throughput(executor, cells: list[str] | str, units: int, threads: int = 2) -> float:
+    """Units (cells, or trajectories when ``cells`` is a list) per second with ``threads`` clients."""
+
+    def client(n: int) -> None:
+        if isinstance(cells, str):
+            session = _open(executor, replay=False)
+            for _ in range(n):
+                session.run(cells)
+            session.close()
+        else:
+            trajectory_latencies(executor, cells, n)
+
+    workers = [threading.Thread(target=client, args=(max(units // threads, 1),)) for _ in range(threads)]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return max(units // threads, 1) * threads / (time.perf_counter() - start)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def recovery(sandbox: Sandbox, repeats: int) -> dict[str, float]:
+    """Milliseconds from a timeout's deadline (or a crash cell's start) until the next cell's result is back."""
+    after_timeout, after_crash = [], []
+    with sandbox.session() as session:
+        session.run("x = 1")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            assert session.run("while True: pass", timeout_s=0.2).timed_out
+            assert session.run("print(x)").success
+            after_timeout.append(time.perf_counter() - start - 0.2)
+            start = time.perf_counter()
+            assert not session.run("import os\nos._exit(1)").success
+            assert session.run("print(x)").success
+            after_crash.append(time.perf_counter() - start)
+    return {"after timeout": 1e3 * statistics.median(after_timeout), "after crash": 1e3 * statistics.median(after_crash)}
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    reps = {"ours": int(200 * scale), "pool": int(100 * scale), "cold": max(int(20 * scale), 4)}
+    print(f"# sandbox benchmark, {time.strftime('%Y-%m-%d %H:%M')}, python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    ours, pool, cold = Ours(), Pool(), Cold()
+    print("ours, isolation layers:", ", ".join(f"{k}={v}" for k, v in ours.sandbox.isolation_report().items()))
+    rows = []
+    units = [(name, code, "cell") for name, code in WORKLOADS.items()] + [("4-cell trajectory", TRAJECTORY, "trajectory")]
+    for workload, cells, unit in units:
+        measured = {}
+        for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
+            n = reps[key] if unit == "cell" else max(reps[key] // 4, 4)
+            lat = cell_latencies(executor, cells, n) if unit == "cell" else trajectory_latencies(executor, cells, n)
+            rate = throughput(executor, cells, max(n // 2, 4))
+            measured[key] = (pct(lat, 0.5), pct(lat, 0.95), rate)
+        for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
+            p50, p95, rate = measured[key]
+            speedup = "" if key == "ours" else f"{p50 / measured['ours'][0]:.1f}x"
+            rows.append((workload if key == "ours" else "", executor.name, f"{1e3 * p50:.1f}", f"{1e3 * p95:.1f}",
+                         f"{rate:.1f} {unit}s/s", speedup))
+    back = recovery(ours.sandbox, int(20 * scale) or 3)
+    pool.close()
+    ours.close()
+
+    header = ("workload", "executor", "p50 ms", "p95 ms", "throughput (2 threads)", "ours faster (p50)")
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+    print("| ours: back to serving | ms (median) |")
+    print("|---|---|")
+    for name, ms in back.items():
+        print(f"| {name} | {ms:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
