@@ -141,12 +141,12 @@ def test_tools_without_a_sandbox_is_refused(qwen_tokenizer):
 
 
 @pytest.mark.model
-def test_real_model_solves_arithmetic_with_code(sandbox):
-    """The embedded Qwen model, the hf backend and the real sandbox, end to end."""
+@pytest.mark.parametrize("kind", ["hf", pytest.param("vllm", marks=pytest.mark.vllm)])
+def test_real_model_solves_arithmetic_with_code(sandbox, kind):
+    """The embedded Qwen model, a real backend and the real sandbox, end to end."""
     from dataclasses import dataclass
 
-    from thor_core.backends import GREEDY
-    from thor_core.backends.hf import HFBackend
+    from thor_core.backends import GREEDY, make_backend
     from thor_core.grading import answers_equivalent
 
     @dataclass
@@ -160,11 +160,9 @@ def test_real_model_solves_arithmetic_with_code(sandbox):
         P("b", "What is the sum of the integers from 1 to 1000? Compute it with Python.", "500500"),
         P("c", "What is 2 to the power 40? Compute it with Python.", "1099511627776"),
     ]
-    with HFBackend.from_model_name("embedded:qwen2.5-coder-0.5b-instruct", max_batch=4) as backend:
+    with make_backend(kind, "embedded:qwen2.5-coder-0.5b-instruct") as backend:
         tasks = make_tasks(problems, backend.tokenizer)
-        records = run_rollouts(
-            backend, sandbox, tasks, RolloutConfig(max_new_tokens=300, sampling=GREEDY), progress=False
-        )
+        records = run_rollouts(backend, sandbox, tasks, RolloutConfig(max_new_tokens=256, sampling=GREEDY), progress=False)
     for r in records:
         assert isinstance(r, Trajectory)
         assert backend.tokenizer.decode(r.completion_ids) == r.completion_text

@@ -38,19 +38,32 @@ def session_pids(session) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-def wait_for_state_alone(session) -> list[int]:
-    """The session's processes once the holder settled (it kills the replaced state after replying)."""
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def settled_state(session) -> int:
+    """The state process, once the holder settled: nothing is left but the state and its spare (its child).
+
+    The holder replies first and then kills the replaced state and forks the
+    next spare, so this waits a moment for that.
+    """
     deadline = time.monotonic() + 2.0
-    while len(pids := session_pids(session)) > 1 and time.monotonic() < deadline:
+    while True:
+        pids = session_pids(session)
+        roots = [p for p in pids if parent_of(p) not in pids]
+        if len(pids) == 2 and len(roots) == 1 or time.monotonic() > deadline:
+            assert len(pids) == 2 and len(roots) == 1, f"processes left in the session: {pids}"
+            return roots[0]
         time.sleep(0.002)
-    return pids
 
 
 def assert_serves_next_cell(session):
-    """The session's state survived (rolled back or kept) and only the state process is left."""
+    """The session's state survived (rolled back or kept) and only the state process (and its spare) is left."""
     result = session.run("print(marker)")
     assert result.success and result.stdout == "kept\n", result
-    assert len(wait_for_state_alone(session)) == 1, session_pids(session)
+    settled_state(session)
 
 
 def test_every_layer_is_active_here(sandbox):
@@ -272,7 +285,7 @@ def test_threads_do_not_outlive_their_cell(session):
     )
     result = session.run(code)
     assert result.success
-    [state] = wait_for_state_alone(session)
+    state = settled_state(session)
     with open(f"/proc/{state}/status") as f:
         threads = next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
     assert threads == 1
@@ -296,7 +309,7 @@ def test_processes_do_not_outlive_their_cell(session, fails):
     )
     result = session.run(code)
     assert result.success != fails
-    assert len(wait_for_state_alone(session)) == 1
+    settled_state(session)
     assert_serves_next_cell(session)
 
 
@@ -312,7 +325,7 @@ def test_no_process_descriptor_or_directory_leaks(sandbox):
     for code in ("print(1)", "1/0", "import os\nos._exit(1)", "while True: pass", "x = 1\nprint(x)"):
         session.run(code, timeout_s=0.5)
     assert fds(os.getpid()) == ours and fds(holder) == theirs
-    [state] = wait_for_state_alone(session)
+    state = settled_state(session)
     assert len(os.listdir(f"/proc/{state}/fd")) == 5  # stdin/stdout/stderr and one more /dev/null, its channel
     session.close()
     deadline = time.monotonic() + 5

@@ -1,17 +1,20 @@
 """What runs inside the sandbox: a session's state process and the cells forked from it.
 
 The state process holds the session's Python state (its namespace) and does
-nothing but wait for a cell. For each cell it forks; the child runs the code
-with stdout/stderr on pipes the holder reads, then either
+nothing but keep one *spare*: a fork of itself, made ahead of time, that
+waits for the next cell with the fork and Python's after-fork work already
+done (they cost about as much as a trivial cell). When the holder sends the
+spare a cell, the spare runs it with stdout/stderr on pipes the holder reads,
+then either
 
 - fails (exception, ``sys.exit``, crash, or is killed by the holder): the
-  child is gone, the state process reaps it, reports its exit status, and
-  serves the next cell with the state it had before: that is the rollback;
-- succeeds: the child becomes the session's new state process (the holder
-  kills the old one). If the cell left threads running (started with
-  ``threading``/``_thread``; threads a C extension starts on its own are not
-  seen), the child forks once more so the new state has only the main
-  thread, and exits.
+  spare is gone, the state process reaps it, reports its exit status, and
+  forks the next spare from the state it had before: that is the rollback;
+- succeeds: the spare becomes the session's new state process (the holder
+  kills the old one) and keeps a spare of its own. If the cell left threads
+  running (started with ``threading``/``_thread``; threads a C extension
+  starts on its own are not seen), it forks once more so the new state has
+  only the main thread, and exits.
 
 Covered: the loop above, tracebacks that show the cell's own lines, a fresh
 stdout/stderr per cell, the per-cell CPU rlimit. Not covered: timeouts and
@@ -37,7 +40,7 @@ _TRACEBACK_FRAMES = 64
 
 
 def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
-    """Serve cells until the holder closes the channel; never returns."""
+    """Fork a spare whenever the holder asks (``{"spare": id}`` + its channel), until it closes; never returns."""
     try:
         while True:
             _reap_finished_children()
@@ -47,12 +50,11 @@ def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
                 return
             pid = os.fork()
             if pid == 0:
-                channel = _run_cell(request, fds, channel, devnull_fd, namespace)
-                continue  # the cell succeeded: this process is the session's state now
-            for fd in fds:
-                os.close(fd)
-            _, status = os.waitpid(pid, 0)  # returns only if the cell ended: it failed
-            channel.send({"exited": request["cell"], "exit_code": os.waitstatus_to_exitcode(status)})
+                channel = _serve_as_spare(fds[0], channel, devnull_fd, namespace)
+                continue  # its cell succeeded: this process is the session's state now
+            os.close(fds[0])
+            _, status = os.waitpid(pid, 0)  # returns only when the spare ended: its cell failed (or was one-shot)
+            channel.send({"exited": request["spare"], "exit_code": os.waitstatus_to_exitcode(status)})
     finally:
         os._exit(0)
 
@@ -68,22 +70,25 @@ def _reap_finished_children() -> None:
             return
 
 
-def _run_cell(request: dict, fds: list[int], old_channel: Channel, devnull_fd: int, namespace: dict) -> Channel:
-    """In the forked child: run the cell; return the new channel if this process is to become the state."""
+def _serve_as_spare(channel_fd: int, state_channel: Channel, devnull_fd: int, namespace: dict) -> Channel:
+    """In the spare: get ready, wait for one cell, run it; return the channel if this process is the new state."""
     try:
-        old_channel.close()
-        stdout_fd, stderr_fd, channel_fd = fds
+        state_channel.close()
+        channel = Channel(socket.socket(fileno=channel_fd))
+        streams = (_text_stream(1), _text_stream(2))
+        _, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
+        threads_before = _thread._count()  # inherited, and never lowered for threads a fork left behind
+        try:
+            request, (stdout_fd, stderr_fd) = channel.receive()
+        except EOFError:  # the holder no longer needs this spare
+            os._exit(0)
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
         os.close(stdout_fd)
         os.close(stderr_fd)
-        streams = (_text_stream(1), _text_stream(2))
         sys.stdout = sys.__stdout__ = streams[0]
         sys.stderr = sys.__stderr__ = streams[1]
-        channel = Channel(socket.socket(fileno=channel_fd))
-        _, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
         resource.setrlimit(resource.RLIMIT_CPU, (min(int(request["cpu_s"]), hard_cpu), hard_cpu))
-        threads_before = _thread._count()  # inherited, and never lowered for threads a fork left behind
         ok = _execute(request["code"], f"<cell {request['cell']}>", namespace)
         _flush(streams)
         if not ok:

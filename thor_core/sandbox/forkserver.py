@@ -202,7 +202,7 @@ class _Capture:
 
 
 class SessionHolder:
-    """One session, from the trusted side: its resources, its current state process, its cells."""
+    """One session, from the trusted side: its resources, its state process and spare, its cells."""
 
     def __init__(self, cfg: SandboxConfig, plan: isolation.IsolationPlan, name: str, uid: int):
         self.cfg, self.plan, self.name, self.uid = cfg, plan, name, uid
@@ -211,6 +211,8 @@ class SessionHolder:
         self.report: dict[str, str] = {}
         self.state_pid: int | None = None
         self.state_channel: Channel | None = None
+        self.spare: Channel | None = None  # channel to the state's spare (forked ahead, waiting for a cell)
+        self.spares = 0  # numbers the spares, so a late report about an old one is not taken for the current
         self.cells = 0
         self.closed = False
 
@@ -243,12 +245,24 @@ class SessionHolder:
         message, _ = mine.receive(timeout=_STATE_START_TIMEOUT_S)
         self.report, self.state_pid, self.state_channel = message["ready"], pid, mine
         mine.max_message_bytes = _CELL_MESSAGE_MAX  # from now on it speaks for model code
+        self._ensure_spare()
+
+    def _ensure_spare(self) -> None:
+        """Have the state fork its spare now, so the next cell skips the fork (the request waits in the socket)."""
+        if self.spare is None:
+            mine, theirs = socket.socketpair()
+            self.spares += 1
+            self.state_channel.send({"spare": self.spares}, fds=(theirs.fileno(),), timeout=5.0)
+            theirs.close()
+            self.spare = Channel(mine, max_message_bytes=_CELL_MESSAGE_MAX)
 
     def _restart_state(self) -> None:
         """The state died or cannot go on: kill the session's processes and start over from the preload."""
         isolation.kill_session_processes(self.cgroups, os.getpid(), keep=None)
-        if self.state_channel is not None:
-            self.state_channel.close()
+        for channel in (self.state_channel, self.spare):
+            if channel is not None:
+                channel.close()
+        self.spare = None
         self.cgroups.clear_oom_event()
         self._start_state()
 
@@ -257,26 +271,23 @@ class SessionHolder:
     def run(self, code: str, timeout_s: float, keep: bool) -> dict:
         """Run one cell; returns the outcome (JSON-able): exited_cleanly, stdout, stderr, flags, duration_s."""
         start = time.monotonic()
-        isolation.reap_children()
         self.cells += 1
-        cell = self.cells
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         os.set_blocking(out_r, False)
         os.set_blocking(err_r, False)
-        mine, theirs = socket.socketpair()
-        cell_channel = Channel(mine, max_message_bytes=_CELL_MESSAGE_MAX)
         captures = (_Capture(self.cfg.max_output_bytes), _Capture(self.cfg.max_output_bytes))
-        request = {"cell": cell, "code": code, "keep": keep, "cpu_s": math.ceil(timeout_s) + 1}
+        request = {"cell": self.cells, "code": code, "keep": keep, "cpu_s": math.ceil(timeout_s) + 1}
         try:
-            self.state_channel.send(request, fds=(out_w, err_w, theirs.fileno()), timeout=timeout_s)
-            ending, message, exit_code = self._watch(cell, start + timeout_s, dict(zip((out_r, err_r), captures)), cell_channel)
+            self._ensure_spare()
+            cell_channel, self.spare = self.spare, None
+            cell_channel.send(request, fds=(out_w, err_w), timeout=timeout_s)
+            ending, message, exit_code = self._watch(start + timeout_s, dict(zip((out_r, err_r), captures)), cell_channel)
         except (OSError, TimeoutError):
             ending, message, exit_code = "lost", {}, None
         finally:
-            for fd in (out_w, err_w):
-                os.close(fd)
-            theirs.close()
+            os.close(out_w)
+            os.close(err_w)
         duration = time.monotonic() - start
         if ending == "done" and keep and not self._adopt(message, cell_channel):
             ending = "unadoptable"
@@ -304,8 +315,9 @@ class SessionHolder:
             "duration_s": duration,
         }
 
-    def _watch(self, cell: int, deadline: float, streams: dict[int, _Capture], cell_channel: Channel) -> tuple[str, dict, int | None]:
+    def _watch(self, deadline: float, streams: dict[int, _Capture], cell_channel: Channel) -> tuple[str, dict, int | None]:
         """Poll until the cell ends; returns (ending, its done message, the exit code the state reported)."""
+        cell, spare = self.cells, self.spares
         state_fd, cell_fd, oom_fd = self.state_channel.fileno(), cell_channel.fileno(), self.cgroups.oom_eventfd
         poller = select.poll()
         for fd in (*streams, state_fd, cell_fd) + ((oom_fd,) if oom_fd is not None else ()):
@@ -331,7 +343,7 @@ class SessionHolder:
                 elif fd == state_fd:
                     try:
                         for message in self.state_channel.read_available():
-                            if message.get("exited") == cell:
+                            if message.get("exited") == spare:
                                 exit_code = message.get("exit_code")
                                 ending = ending or "exited"
                     except (EOFError, ProtocolError):
@@ -397,9 +409,13 @@ class SessionHolder:
         return ""
 
     def settle(self) -> None:
-        """After the reply is out: wait until only the state is left (the old state dies in the background)."""
+        """After the reply is out: wait until only the state is left, then have it fork the next spare."""
         isolation.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid)
         isolation.reap_children()
+        try:
+            self._ensure_spare()
+        except (OSError, TimeoutError):  # the next run finds the state gone and restarts it
+            self.spare = None
 
     # -------------------------------------------------------- end
 
@@ -410,7 +426,8 @@ class SessionHolder:
         self.closed = True
         isolation.kill_session_processes(self.cgroups, os.getpid(), keep=None)
         isolation.reap_children()
-        if self.state_channel is not None:
-            self.state_channel.close()
+        for channel in (self.state_channel, self.spare):
+            if channel is not None:
+                channel.close()
         self.cgroups.remove()
         isolation.remove_workdir(self.workdir)
