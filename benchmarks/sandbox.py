@@ -9,8 +9,9 @@
   fresh namespace (the ToRA / Qwen2.5-Math pattern); state by replaying
   earlier cells. Workers import the same math stack once at start.
 
-Workloads: a trivial print, ``sum(range(10**6))``, a sympy cell, and a 4-cell
-trajectory whose cells reuse earlier variables (latency per whole
+Workloads: a trivial print, ``sum(range(10**6))``, a typical sympy cell
+(``solve`` of a quadratic), a heavier one (``factor`` and ``integrate``), and
+a 4-cell trajectory whose cells reuse earlier variables (latency per whole
 trajectory, session open and close included). Single cells run as cells of
 one session (ours) or as independent calls (baselines). Reported: p50/p95
 latency, cells (or trajectories) per second with 2 client threads, and ours'
@@ -41,7 +42,8 @@ PRELOAD = ("sympy", "numpy", "math", "fractions", "itertools", "collections")
 WORKLOADS = {
     "trivial print": "print(1 + 1)",
     "sum(range(10**6))": "print(sum(range(10**6)))",
-    "sympy cell": "import sympy as sp\nx = sp.symbols('x')\nprint(sp.factor(x**4 - 1), sp.integrate(sp.sin(x)**2, x))",
+    "sympy cell (solve)": "from sympy import symbols, solve\nx = symbols('x')\nprint(solve(x**2 - 5*x + 6, x))",
+    "sympy cell (factor+integrate)": "import sympy as sp\nx = sp.symbols('x')\nprint(sp.factor(x**4 - 1), sp.integrate(sp.sin(x)**2, x))",
 }
 TRAJECTORY = [
     "import sympy as sp\nx = sp.symbols('x')\nf = x**3 - 6*x**2 + 11*x - 6\nprint(f)",
@@ -112,8 +114,13 @@ class Cold:
 
     @staticmethod
     def call(code: str) -> None:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, preexec_fn=_limit_child,
-                              env={"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            timeout=60,
+            preexec_fn=_limit_child,
+            env={"PATH": "/usr/bin:/bin", "OPENBLAS_NUM_THREADS": "1"},
+        )
         assert done.returncode == 0, done.stderr
 
     def close(self):
@@ -227,7 +234,10 @@ def recovery(sandbox: Sandbox, repeats: int) -> dict[str, float]:
             assert not session.run("import os\nos._exit(1)").success
             assert session.run("print(x)").success
             after_crash.append(time.perf_counter() - start)
-    return {"after timeout": 1e3 * statistics.median(after_timeout), "after crash": 1e3 * statistics.median(after_crash)}
+    return {
+        "after timeout": 1e3 * statistics.median(after_timeout),
+        "after crash": 1e3 * statistics.median(after_crash),
+    }
 
 
 # ---------------------------------------------------------------- main
@@ -239,12 +249,16 @@ def main() -> None:
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     reps = {"ours": int(200 * scale), "pool": int(100 * scale), "cold": max(int(20 * scale), 4)}
-    print(f"# sandbox benchmark, {time.strftime('%Y-%m-%d %H:%M')}, python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"# sandbox benchmark, {time.strftime('%Y-%m-%d %H:%M')}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     ours, pool, cold = Ours(), Pool(), Cold()
     print("ours, isolation layers:", ", ".join(f"{k}={v}" for k, v in ours.sandbox.isolation_report().items()))
     rows = []
-    units = [(name, code, "cell") for name, code in WORKLOADS.items()] + [("4-cell trajectory", TRAJECTORY, "trajectory")]
+    units = [(name, code, "cell") for name, code in WORKLOADS.items()] + [
+        ("4-cell trajectory", TRAJECTORY, "trajectory")
+    ]
     for workload, cells, unit in units:
         measured = {}
         for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
@@ -255,8 +269,16 @@ def main() -> None:
         for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
             p50, p95, rate = measured[key]
             speedup = "" if key == "ours" else f"{p50 / measured['ours'][0]:.1f}x"
-            rows.append((workload if key == "ours" else "", executor.name, f"{1e3 * p50:.1f}", f"{1e3 * p95:.1f}",
-                         f"{rate:.1f} {unit}s/s", speedup))
+            rows.append(
+                (
+                    workload if key == "ours" else "",
+                    executor.name,
+                    f"{1e3 * p50:.1f}",
+                    f"{1e3 * p95:.1f}",
+                    f"{rate:.1f} {unit}s/s",
+                    speedup,
+                )
+            )
     back = recovery(ours.sandbox, int(20 * scale) or 3)
     pool.close()
     ours.close()

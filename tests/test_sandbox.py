@@ -34,8 +34,15 @@ def test_state_persists_across_cells(sandbox):
 
 @pytest.mark.parametrize(
     "failing",
-    ["x = 99\n1 / 0", "x = 99\nwhile True: pass", "x = 99\nimport os\nos._exit(0)", "x = 99\nimport sys\nsys.exit()",
-     "x = 99\nb = bytearray(10**11)", "x = 99\nimport os\nos.kill(os.getpid(), 9)", "x = 99\ndef f(:"],
+    [
+        "x = 99\n1 / 0",
+        "x = 99\nwhile True: pass",
+        "x = 99\nimport os\nos._exit(0)",
+        "x = 99\nimport sys\nsys.exit()",
+        "x = 99\nb = bytearray(10**11)",
+        "x = 99\nimport os\nos.kill(os.getpid(), 9)",
+        "x = 99\ndef f(:",
+    ],
 )
 def test_a_failed_cell_is_rolled_back(sandbox, failing):
     with sandbox.session() as s:
@@ -109,7 +116,7 @@ def test_sessions_from_many_threads(sandbox):
         try:
             with sandbox.session() as s:
                 s.run(f"acc = {i}")
-                for step in range(5):
+                for _ in range(5):
                     s.run("acc += 1")
                 assert s.run("print(acc)").stdout == f"{i + 5}\n"
         except BaseException as exc:
@@ -136,8 +143,15 @@ def test_one_session_from_many_threads_is_serialised(sandbox):
 
 def test_run_batch_keeps_order_and_per_session_sequence(sandbox):
     a, b = sandbox.session(), sandbox.session()
-    items = [(a, "v = 'a'"), (None, "print('one-shot')"), (b, "v = 'b'"), (a, "v += '1'"), (b, "print(v)"),
-             (a, "print(v)"), (None, "print(2 + 2)", 2.0)]
+    items = [
+        (a, "v = 'a'"),
+        (None, "print('one-shot')"),
+        (b, "v = 'b'"),
+        (a, "v += '1'"),
+        (b, "print(v)"),
+        (a, "print(v)"),
+        (None, "print(2 + 2)", 2.0),
+    ]
     results = sandbox.run_batch(items)
     assert [r.stdout for r in results] == ["", "one-shot\n", "", "", "b\n", "a1\n", "4\n"]
     a.close()
@@ -181,7 +195,11 @@ def test_unknown_layer_names_are_rejected():
 
 
 def test_config_round_trips_through_json():
-    cfg = SandboxConfig(preload=("math",), disable_layers=("seccomp",), observation=tir.ObservationFormat(max_chars=9, head_chars=4, tail_chars=4))
+    cfg = SandboxConfig(
+        preload=("math",),
+        disable_layers=("seccomp",),
+        observation=tir.ObservationFormat(max_chars=9, head_chars=4, tail_chars=4),
+    )
     assert SandboxConfig.from_dict(cfg.to_dict()) == cfg
 
 

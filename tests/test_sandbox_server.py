@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from thor_core import tir
-from thor_core.sandbox import RemoteSandbox, Sandbox, SandboxConfig, SandboxUnavailable
+from thor_core.sandbox import RemoteSandbox, Sandbox, SandboxConfig, SandboxError, SandboxUnavailable
 from thor_core.sandbox.server import SandboxServer
 
 TOKEN = "test-token"
@@ -70,12 +70,16 @@ def test_remote_sessions_keep_state_and_roll_back(server):
         assert not s.run("x = 0\n1/0").success
         result = s.run("print(x + 1)")
         assert result.success and result.observation == "21"
-    with pytest.raises(Exception):
+    with pytest.raises(SandboxError):
         s.run("print(x)")
 
 
 def test_remote_one_shot_batch_and_health(server):
-    remote = RemoteSandbox(server.url, token=TOKEN, cfg=SandboxConfig(observation=tir.ObservationFormat(max_chars=4, head_chars=2, tail_chars=2)))
+    remote = RemoteSandbox(
+        server.url,
+        token=TOKEN,
+        cfg=SandboxConfig(observation=tir.ObservationFormat(max_chars=4, head_chars=2, tail_chars=2)),
+    )
     result = remote.run("print('abcdefgh')")
     assert result.success and result.observation == "ab...gh"  # the client's observation format
     s = remote.session()

@@ -66,7 +66,7 @@ class EvalParams:
     """Parameters of notebook 04 (correction and inference); see params/*/04_correction_inference.yaml."""
 
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name (embedded:..., hub id or folder)"})
-    backend: Literal["auto", "hf", "vllm", "openai"] = field(default="auto", metadata={"help": "generation backend"})
+    backend: Literal["auto", "hf", "vllm"] = field(default="auto", metadata={"help": "generation backend (auto: vllm where installed)"})
     benchmarks: list[str] = field(default_factory=lambda: ["math500_mmath"], metadata={"help": "benchmark names or files"})
     limit: int | None = field(default=20, metadata={"help": "first N problems of each benchmark (null = all)"})
     k: int = field(default=4, metadata={"help": "samples per problem (Avg@k, pass@k)"})
@@ -699,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m thor_core.evaluation", description=evaluate.__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--backend", default="auto", choices=("auto", "hf", "vllm", "openai"))
+    ap.add_argument("--backend", default="auto", choices=("auto", "hf", "vllm"))
     ap.add_argument("--mode", default="tir", choices=tir.PROMPT_MODES)
     ap.add_argument("--self-correction", action="store_true")
     ap.add_argument("--benchmarks", nargs="+", default=["math500_mmath"])

@@ -25,6 +25,7 @@ Everything here runs in forked children; every path ends in ``os._exit``.
 
 from __future__ import annotations
 
+import _thread
 import io
 import linecache
 import os
@@ -32,7 +33,6 @@ import resource
 import socket
 import sys
 import traceback
-import _thread
 
 from thor_core.sandbox.wire import Channel
 
@@ -120,7 +120,9 @@ def _execute(code: str, filename: str, namespace: dict) -> bool:
         return True
     except BaseException as exc:  # SystemExit too: an exit ends the cell as a failure
         # A bounded traceback: formatting a million frames of a runaway recursion would outlast the timeout.
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None, limit=_TRACEBACK_FRAMES)
+        traceback.print_exception(
+            type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None, limit=_TRACEBACK_FRAMES
+        )
         return False
 
 

@@ -21,8 +21,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from thor_core.sandbox.config import ExecResult, SandboxConfig, SandboxError, SandboxUnavailable
 
@@ -48,16 +48,26 @@ class RemoteSession:
             if self.closed:
                 raise SandboxError("this session is closed")
             if self.session_id is None:
-                self.session_id = self._remote._call(self.url, "POST", "/sessions", {}, retry_refused_only=True)["session_id"]
-            reply = self._remote._call(self.url, "POST", f"/sessions/{self.session_id}/run",
-                                       {"code": code, "timeout_s": timeout}, timeout + _REPLY_MARGIN_S, retry_refused_only=True)
+                self.session_id = self._remote._call(self.url, "POST", "/sessions", {}, retry_refused_only=True)[
+                    "session_id"
+                ]
+            reply = self._remote._call(
+                self.url,
+                "POST",
+                f"/sessions/{self.session_id}/run",
+                {"code": code, "timeout_s": timeout},
+                timeout + _REPLY_MARGIN_S,
+                retry_refused_only=True,
+            )
         return ExecResult.from_outcome(reply["result"], self._remote.cfg.observation)
 
     def close(self) -> None:
         with self._lock:
             if self.session_id is not None and not self.closed:
                 try:
-                    self._remote._call(self.url, "DELETE", f"/sessions/{self.session_id}", None, retry_refused_only=True)
+                    self._remote._call(
+                        self.url, "DELETE", f"/sessions/{self.session_id}", None, retry_refused_only=True
+                    )
                 except SandboxError:
                     pass  # the host closes idle sessions itself
             self.closed = True
@@ -76,8 +86,15 @@ class RemoteSandbox:
     isolation settings belong to the hosts).
     """
 
-    def __init__(self, urls: str | Sequence[str], token: str | None = None, cfg: SandboxConfig | None = None,
-                 retries: int = 3, backoff_s: float = 0.2, max_workers: int = 16):
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        token: str | None = None,
+        cfg: SandboxConfig | None = None,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        max_workers: int = 16,
+    ):
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("RemoteSandbox needs at least one URL")
@@ -114,8 +131,15 @@ class RemoteSandbox:
         except (OSError, ValueError) as exc:
             raise SandboxError(f"{method} {url}{path}: {exc!r}") from None
 
-    def _call(self, url: str | None, method: str, path: str, body: dict | None, timeout: float = 30.0,
-              retry_refused_only: bool = False) -> dict:
+    def _call(
+        self,
+        url: str | None,
+        method: str,
+        path: str,
+        body: dict | None,
+        timeout: float = 30.0,
+        retry_refused_only: bool = False,
+    ) -> dict:
         """One request with retries; ``url`` None means any host (tried in turn)."""
         error: Exception | None = None
         for attempt in range(self.retries + 1):
@@ -172,7 +196,8 @@ class RemoteSandbox:
                 problems.append(f"{url}: {exc}")
         if problems:
             raise SandboxUnavailable(
-                "sandbox hosts are not healthy: " + "; ".join(problems)
+                "sandbox hosts are not healthy: "
+                + "; ".join(problems)
                 + " (start them with `python -m thor_core.sandbox.server`, check the URL and token)"
             )
         self._reports = reports

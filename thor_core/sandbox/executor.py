@@ -20,11 +20,11 @@ import socket
 import subprocess
 import threading
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
-from thor_core.sandbox import isolation
+from thor_core.sandbox import isolation, resources
 from thor_core.sandbox.config import ExecResult, SandboxConfig, SandboxError, SandboxUnavailable
 from thor_core.sandbox.wire import Channel, ProtocolError
 
@@ -108,7 +108,7 @@ class Sandbox:
         self._report: dict[str, str] | None = None
         self.closed = False
         if os.geteuid() == 0:
-            isolation.remove_stale(self.cfg)
+            resources.remove_stale(self.cfg)
         self._start_template()
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -119,7 +119,15 @@ class Sandbox:
         theirs.set_inheritable(True)
         package_parent = str(Path(__file__).resolve().parents[2])
         self._process = subprocess.Popen(
-            [self.cfg.python, "-I", "-B", "-c", _BOOT.format(path=package_parent), str(theirs.fileno()), str(os.getpid())],
+            [
+                self.cfg.python,
+                "-I",
+                "-B",
+                "-c",
+                _BOOT.format(path=package_parent),
+                str(theirs.fileno()),
+                str(os.getpid()),
+            ],
             env=isolation.clean_environment(self.cfg),
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
@@ -141,8 +149,8 @@ class Sandbox:
         if ready["failed"]:
             self.close()
             raise SandboxUnavailable(
-                f"the sandbox template could not import {ready['failed']}; install them or remove them from "
-                "SandboxConfig.preload"
+                f"the sandbox template failed to prepare: {ready['failed']}; install the modules or remove them "
+                "from SandboxConfig.preload (or fix SandboxConfig.warmup)"
             )
         self.template_pid = ready["pid"]
 

@@ -40,7 +40,7 @@ import sys
 import time
 import traceback
 
-from thor_core.sandbox import isolation
+from thor_core.sandbox import isolation, resources
 from thor_core.sandbox.cell import serve_state
 from thor_core.sandbox.config import SandboxConfig
 from thor_core.sandbox.wire import Channel, ProtocolError
@@ -69,6 +69,11 @@ def template_main() -> None:
             preloaded.append(name)
         except Exception as exc:  # reported; the caller decides
             failed[name] = f"{type(exc).__name__}: {exc}"
+    if cfg.warmup and not failed:
+        try:
+            exec(compile(cfg.warmup, "<sandbox warmup>", "exec"), {"__name__": "__warmup__"})
+        except Exception as exc:  # reported; the caller decides
+            failed["warmup"] = f"{type(exc).__name__}: {exc}"
     plan = isolation.prepare_plan(cfg)
     gc.collect()
     gc.freeze()  # forks no longer copy pages when a collection walks the preloaded objects
@@ -112,11 +117,6 @@ def template_main() -> None:
     os._exit(0)  # holders notice the caller's end themselves and clean up
 
 
-def session_name(template_pid: int, slot: int) -> str:
-    """Names a session's cgroups and work dir; the template's pid lets a later sandbox find leftovers."""
-    return f"{template_pid}_{slot}"
-
-
 def _reap_holders(slots: dict[int, int], cfg: SandboxConfig) -> None:
     """Forget finished holders; clean up after one that was killed before it could clean up itself."""
     while True:
@@ -126,23 +126,34 @@ def _reap_holders(slots: dict[int, int], cfg: SandboxConfig) -> None:
             return
         if pid == 0:
             return
-        slot = slots.pop(pid, None)
-        if slot is not None and os.WIFSIGNALED(status):
-            isolation.remove_session_leftovers(session_name(os.getpid(), slot), cfg)
+        if slots.pop(pid, None) is not None and os.WIFSIGNALED(status):
+            resources.remove_session_leftovers(str(pid), cfg)
 
 
 # ---------------------------------------------------------------- holder
 
 
-def holder_main(channel: Channel, caller_pidfd: int, cfg: SandboxConfig, plan: isolation.IsolationPlan, slot: int) -> None:
+def holder_main(
+    channel: Channel, caller_pidfd: int, cfg: SandboxConfig, plan: isolation.IsolationPlan, slot: int
+) -> None:
     """Serve one session's requests from the caller until it closes the session or dies."""
     isolation.prctl(_PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up (finally) when terminated
-    holder = SessionHolder(cfg, plan, session_name(os.getppid(), slot), cfg.uid_base + (os.getppid() % 100_000) * 1000 + slot % 1000)
+    # Resources are named after the holder's pid (a later sandbox cleans up after dead holders);
+    # the uid after the template's pid and the slot, so sessions of concurrent sandboxes differ.
+    holder = SessionHolder(cfg, plan, str(os.getpid()), cfg.uid_base + (os.getppid() % 100_000) * 1000 + slot % 1000)
     try:
         missing = holder.start()
-        channel.send({"opened": not missing, "error": missing, "pid": os.getpid(), "report": holder.report,
-                      "workdir": holder.workdir, "cgroups": holder.cgroups.dirs})
+        channel.send(
+            {
+                "opened": not missing,
+                "error": missing,
+                "pid": os.getpid(),
+                "report": holder.report,
+                "workdir": holder.workdir,
+                "cgroups": holder.cgroups.dirs,
+            }
+        )
         if missing:
             return
         poller = select.poll()
@@ -206,13 +217,14 @@ class SessionHolder:
 
     def __init__(self, cfg: SandboxConfig, plan: isolation.IsolationPlan, name: str, uid: int):
         self.cfg, self.plan, self.name, self.uid = cfg, plan, name, uid
-        self.cgroups = isolation.SessionCgroups(name, cfg)
-        self.workdir = isolation.make_workdir(cfg, name)
+        self.cgroups = resources.SessionCgroups(name, cfg)
+        self.workdir = resources.make_workdir(cfg, name)
         self.report: dict[str, str] = {}
         self.state_pid: int | None = None
         self.state_channel: Channel | None = None
         self.spare: Channel | None = None  # channel to the state's spare (forked ahead, waiting for a cell)
         self.spares = 0  # numbers the spares, so a late report about an old one is not taken for the current
+        self.retired: int | None = None  # the state a successful cell replaced: killed, maybe still exiting
         self.cells = 0
         self.closed = False
 
@@ -221,7 +233,9 @@ class SessionHolder:
     def start(self) -> str:
         """Start the first state; returns "" or, in strict mode, what required layers are missing."""
         self._start_state()
-        missing = [f"{layer} ({self.report[layer]})" for layer in self.cfg.layers_required() if self.report[layer] != "active"]
+        missing = [
+            f"{layer} ({self.report[layer]})" for layer in self.cfg.layers_required() if self.report[layer] != "active"
+        ]
         if self.cfg.strict and missing:
             return "strict mode: required isolation layers are missing: " + "; ".join(missing)
         return ""
@@ -258,7 +272,7 @@ class SessionHolder:
 
     def _restart_state(self) -> None:
         """The state died or cannot go on: kill the session's processes and start over from the preload."""
-        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=None)
+        resources.kill_session_processes(self.cgroups, os.getpid(), keep=None)
         for channel in (self.state_channel, self.spare):
             if channel is not None:
                 channel.close()
@@ -282,7 +296,9 @@ class SessionHolder:
             self._ensure_spare()
             cell_channel, self.spare = self.spare, None
             cell_channel.send(request, fds=(out_w, err_w), timeout=timeout_s)
-            ending, message, exit_code = self._watch(start + timeout_s, dict(zip((out_r, err_r), captures)), cell_channel)
+            ending, message, exit_code = self._watch(
+                start + timeout_s, dict(zip((out_r, err_r), captures)), cell_channel
+            )
         except (OSError, TimeoutError):
             ending, message, exit_code = "lost", {}, None
         finally:
@@ -296,7 +312,7 @@ class SessionHolder:
             self._clean_up(ending, message)
         if not keep:  # one-shot runs always start from an empty work dir
             root = f"/proc/{self.state_pid}/root" if self.report.get("private_tmpfs") == "active" else ""
-            isolation.clear_workdir(root + self.workdir)
+            resources.clear_workdir(root + self.workdir)
         for fd, capture in zip((out_r, err_r), captures):
             capture.read_from(fd, max_chunks=64)
             os.close(fd)
@@ -315,7 +331,9 @@ class SessionHolder:
             "duration_s": duration,
         }
 
-    def _watch(self, deadline: float, streams: dict[int, _Capture], cell_channel: Channel) -> tuple[str, dict, int | None]:
+    def _watch(
+        self, deadline: float, streams: dict[int, _Capture], cell_channel: Channel
+    ) -> tuple[str, dict, int | None]:
         """Poll until the cell ends; returns (ending, its done message, the exit code the state reported)."""
         cell, spare = self.cells, self.spares
         state_fd, cell_fd, oom_fd = self.state_channel.fileno(), cell_channel.fileno(), self.cgroups.oom_eventfd
@@ -368,14 +386,15 @@ class SessionHolder:
     def _adopt(self, done: dict, cell_channel: Channel) -> bool:
         """Make the cell's process (or its thread-free fork) the session state; kill everything else."""
         new_state = done.get("state_pid")
-        live = isolation.session_processes(self.cgroups, os.getpid())
+        live = resources.session_processes(self.cgroups, os.getpid())
         if not isinstance(new_state, int) or new_state not in live or new_state == os.getpid():
             return False
         old_state, old_channel = self.state_pid, self.state_channel
-        self.state_pid, self.state_channel = new_state, cell_channel
+        self.state_pid, self.state_channel, self.retired = new_state, cell_channel, old_state
         old_channel.close()
-        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=new_state,
-                                         wait=bool(set(live) - {new_state, old_state, done.get("pid")}))
+        resources.kill_session_processes(
+            self.cgroups, os.getpid(), keep=new_state, wait=bool(set(live) - {new_state, old_state, done.get("pid")})
+        )
         return True
 
     def _clean_up(self, ending: str, done: dict) -> None:
@@ -384,9 +403,9 @@ class SessionHolder:
         After a one-shot cell that finished, its own process is already on
         its way out: only other processes are waited for.
         """
-        live = isolation.session_processes(self.cgroups, os.getpid())
+        live = resources.session_processes(self.cgroups, os.getpid())
         finished_alone = ending == "done" and not set(live) - {self.state_pid, done.get("pid")}
-        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid, wait=not finished_alone)
+        resources.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid, wait=not finished_alone)
         if ending == "oom":
             self.cgroups.clear_oom_event()
         if ending in ("lost", "unadoptable") or self.cgroups.under_oom():
@@ -409,9 +428,16 @@ class SessionHolder:
         return ""
 
     def settle(self) -> None:
-        """After the reply is out: wait until only the state is left, then have it fork the next spare."""
-        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid)
-        isolation.reap_children()
+        """After the reply is out: make sure nothing but the state is left, then have it fork the next spare.
+
+        The replaced state was killed already; its exit (unmapping its memory)
+        finishes in the background instead of delaying the next cell.
+        """
+        live = set(resources.session_processes(self.cgroups, os.getpid())) - {self.state_pid, self.retired}
+        if live:
+            resources.kill_session_processes(self.cgroups, os.getpid(), keep=self.state_pid)
+        self.retired = None
+        resources.reap_children()
         try:
             self._ensure_spare()
         except (OSError, TimeoutError):  # the next run finds the state gone and restarts it
@@ -424,10 +450,10 @@ class SessionHolder:
         if self.closed:
             return
         self.closed = True
-        isolation.kill_session_processes(self.cgroups, os.getpid(), keep=None)
-        isolation.reap_children()
+        resources.kill_session_processes(self.cgroups, os.getpid(), keep=None)
+        resources.reap_children()
         for channel in (self.state_channel, self.spare):
             if channel is not None:
                 channel.close()
         self.cgroups.remove()
-        isolation.remove_workdir(self.workdir)
+        resources.remove_workdir(self.workdir)

@@ -44,8 +44,14 @@ MAX_BODY_BYTES = 16 << 20
 class SandboxServer:
     """Serves ``sandbox`` over HTTP; ``start()`` runs it on a background thread, ``close()`` stops it."""
 
-    def __init__(self, sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
-                 session_idle_s: float = 600.0):
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        session_idle_s: float = 600.0,
+    ):
         self.sandbox = sandbox
         self.token = token
         self.session_idle_s = session_idle_s
@@ -196,7 +202,9 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 if parts == ["run_code"]:
                     return self._run_code(body)
                 if parts == ["run"]:
-                    return self._reply(200, {"result": server.sandbox.run(str(body["code"]), body.get("timeout_s")).to_dict()})
+                    return self._reply(
+                        200, {"result": server.sandbox.run(str(body["code"]), body.get("timeout_s")).to_dict()}
+                    )
                 if parts == ["sessions"]:
                     return self._reply(200, {"session_id": server.open_session()})
                 if len(parts) == 3 and parts[0] == "sessions" and parts[2] == "run":
@@ -212,7 +220,10 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
 
         def _run_code(self, body: dict) -> None:
             if str(body.get("language", "python")).lower() not in ("python", "python3"):
-                return self._reply(200, sandboxfusion_response(error=f"language {body.get('language')!r} is not supported: python only"))
+                return self._reply(
+                    200,
+                    sandboxfusion_response(error=f"language {body.get('language')!r} is not supported: python only"),
+                )
             if body.get("files") or body.get("fetch_files") or body.get("stdin"):
                 return self._reply(200, sandboxfusion_response(error="files, fetch_files and stdin are not supported"))
             timeout = body.get("run_timeout")
@@ -229,18 +240,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve a THOR sandbox over HTTP (SandboxFusion /run_code + sessions).")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--token", default=os.environ.get("THOR_SANDBOX_TOKEN"), help="bearer token (or THOR_SANDBOX_TOKEN)")
+    parser.add_argument(
+        "--token", default=os.environ.get("THOR_SANDBOX_TOKEN"), help="bearer token (or THOR_SANDBOX_TOKEN)"
+    )
     parser.add_argument("--timeout-s", type=float, default=10.0, help="default wall-clock limit per cell")
     parser.add_argument("--memory-mb", type=int, default=1024)
     parser.add_argument("--strict", action="store_true", help="refuse to run when an isolation layer is missing")
     parser.add_argument("--network-namespace", action="store_true")
     args = parser.parse_args(argv)
-    cfg = SandboxConfig(timeout_s=args.timeout_s, memory_mb=args.memory_mb, strict=args.strict,
-                        network_namespace=args.network_namespace)
+    cfg = SandboxConfig(
+        timeout_s=args.timeout_s, memory_mb=args.memory_mb, strict=args.strict, network_namespace=args.network_namespace
+    )
     with Sandbox(cfg) as sandbox:
         report = sandbox.health_check()
         server = SandboxServer(sandbox, args.host, args.port, args.token)
-        print(f"sandbox server on {server.url}; layers: " + ", ".join(f"{k}={v}" for k, v in report.items()), flush=True)
+        print(
+            f"sandbox server on {server.url}; layers: " + ", ".join(f"{k}={v}" for k, v in report.items()), flush=True
+        )
         try:
             server.httpd.serve_forever()
         except KeyboardInterrupt:

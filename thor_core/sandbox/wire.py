@@ -77,7 +77,7 @@ class Channel:
                 self.sock.settimeout(None)
             try:
                 self._read_once(with_fds=True)
-            except socket.timeout:
+            except TimeoutError:
                 raise TimeoutError("no message in time") from None
         fds, self._fds = self._fds, []
         return self._messages.pop(0), fds
