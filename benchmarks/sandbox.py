@@ -14,9 +14,11 @@ Workloads: a trivial print, ``sum(range(10**6))``, a typical sympy cell
 a 4-cell trajectory whose cells reuse earlier variables (latency per whole
 trajectory, session open and close included). Single cells run as cells of
 one session (ours) or as independent calls (baselines). Reported: p50/p95
-latency, cells (or trajectories) per second with 2 client threads, and ours'
-p50 speedup over each baseline; then how fast a session serves again after a
-timeout and after a crash.
+latency back to back, ours' p50 with a 20 ms untimed pause before each cell
+(as while the model writes its next block: ours readies the next cell's
+process then), cells (or trajectories) per second with 2 client threads
+back to back, and ours' p50 speedup over each baseline (back to back); then
+how fast a session serves again after a timeout and after a crash.
 
 Run: ``.venv/bin/python benchmarks/sandbox.py`` (about 2-3 minutes on 2 cores).
 """
@@ -45,6 +47,7 @@ WORKLOADS = {
     "sympy cell (solve)": "from sympy import symbols, solve\nx = symbols('x')\nprint(solve(x**2 - 5*x + 6, x))",
     "sympy cell (factor+integrate)": "import sympy as sp\nx = sp.symbols('x')\nprint(sp.factor(x**4 - 1), sp.integrate(sp.sin(x)**2, x))",
 }
+THINK_S = 0.02  # an untimed pause before each cell in the second latency column, as while the model writes
 TRAJECTORY = [
     "import sympy as sp\nx = sp.symbols('x')\nf = x**3 - 6*x**2 + 11*x - 6\nprint(f)",
     "roots = sp.solve(f, x)\nprint(roots)",
@@ -168,12 +171,17 @@ def _open(executor, replay: bool):
     return executor.session() if isinstance(executor, Ours) else executor.session(replay=replay)
 
 
-def cell_latencies(executor, code: str, repeats: int) -> list[float]:
-    """Seconds per call of one independent cell (ours: cells of one session; baselines: no replay)."""
+def cell_latencies(executor, code: str, repeats: int, think_s: float = 0.0) -> list[float]:
+    """Seconds per call of one independent cell (ours: cells of one session; baselines: no replay).
+
+    ``think_s``: an untimed pause before each cell, as while the model writes
+    the next block (ours uses it to have the next cell's process ready).
+    """
     session = _open(executor, replay=False)
     session.run(code)  # warm
     times = []
     for _ in range(repeats):
+        time.sleep(think_s)
         start = time.perf_counter()
         session.run(code)
         times.append(time.perf_counter() - start)
@@ -181,16 +189,19 @@ def cell_latencies(executor, code: str, repeats: int) -> list[float]:
     return times
 
 
-def trajectory_latencies(executor, cells: list[str], repeats: int) -> list[float]:
-    """Seconds per whole trajectory, session opened and closed included."""
+def trajectory_latencies(executor, cells: list[str], repeats: int, think_s: float = 0.0) -> list[float]:
+    """Seconds per whole trajectory, session open and close included (pauses before each cell not counted)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         session = _open(executor, replay=True)
+        paused = 0.0
         for cell in cells:
+            time.sleep(think_s)
+            paused += think_s
             session.run(cell)
         session.close()
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start - paused)
     return times
 
 
@@ -256,18 +267,19 @@ def main() -> None:
     ours, pool, cold = Ours(), Pool(), Cold()
     print("ours, isolation layers:", ", ".join(f"{k}={v}" for k, v in ours.sandbox.isolation_report().items()))
     rows = []
-    units = [(name, code, "cell") for name, code in WORKLOADS.items()] + [
-        ("4-cell trajectory", TRAJECTORY, "trajectory")
-    ]
+    units = [(name, code, "cell") for name, code in WORKLOADS.items()]
+    units.append(("4-cell trajectory", TRAJECTORY, "trajectory"))
     for workload, cells, unit in units:
         measured = {}
         for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
             n = reps[key] if unit == "cell" else max(reps[key] // 4, 4)
-            lat = cell_latencies(executor, cells, n) if unit == "cell" else trajectory_latencies(executor, cells, n)
+            measure = cell_latencies if unit == "cell" else trajectory_latencies
+            lat = measure(executor, cells, n)
+            thinking = measure(executor, cells, max(n // 2, 4), think_s=THINK_S) if key == "ours" else None
             rate = throughput(executor, cells, max(n // 2, 4))
-            measured[key] = (pct(lat, 0.5), pct(lat, 0.95), rate)
+            measured[key] = (pct(lat, 0.5), pct(lat, 0.95), thinking and pct(thinking, 0.5), rate)
         for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
-            p50, p95, rate = measured[key]
+            p50, p95, p50_thinking, rate = measured[key]
             speedup = "" if key == "ours" else f"{p50 / measured['ours'][0]:.1f}x"
             rows.append(
                 (
@@ -275,6 +287,7 @@ def main() -> None:
                     executor.name,
                     f"{1e3 * p50:.1f}",
                     f"{1e3 * p95:.1f}",
+                    f"{1e3 * p50_thinking:.1f}" if p50_thinking else "",
                     f"{rate:.1f} {unit}s/s",
                     speedup,
                 )
@@ -283,7 +296,15 @@ def main() -> None:
     pool.close()
     ours.close()
 
-    header = ("workload", "executor", "p50 ms", "p95 ms", "throughput (2 threads)", "ours faster (p50)")
+    header = (
+        "workload",
+        "executor",
+        "p50 ms",
+        "p95 ms",
+        f"p50 ms, {THINK_S * 1e3:.0f} ms pauses",
+        "throughput (2 threads)",
+        "ours faster (p50)",
+    )
     print()
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")

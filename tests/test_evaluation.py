@@ -361,3 +361,23 @@ def test_evaluate_code_scripted(tokenizer, sandbox, tmp_path):
 def test_math_is_finite_for_huge_tables():
     chi2, p = chi_square_2x2(10**6, 10, 10, 10**6)
     assert math.isfinite(chi2) and p == 0.0
+
+
+def test_reports_and_figures(tmp_path):
+    from thor_core import plots
+    from thor_core.evaluation import comparison_table, pick_examples, write_report
+
+    runs = []
+    for tag in ("tir", "tir-sc"):
+        s = summarize(hand_made(), k=2, best_of_n=2)
+        runs.append({**s, "tag": tag, "mode": "tir", "self_correction": tag == "tir-sc", "wall_s": 1.0})
+    table = comparison_table(runs)
+    assert "| b1 | 25.0 | 25.0 |" in table and "tir-sc Avg@2" in table
+    figures = plots.save_figures(runs, tmp_path)
+    assert set(figures) == {"accuracy", "tool_vs_correct-tir", "tool_vs_correct-tir-sc", "best_of_n-tir", "best_of_n-tir-sc"}
+    assert all(p.stat().st_size > 1000 for p in figures.values())
+    md = write_report(runs, tmp_path, figures).read_text()
+    assert "![accuracy](accuracy.png)" in md and md.count("## Evaluation tir") == 2
+    assert set(json.loads((tmp_path / "summary.json").read_text())) == {"tir", "tir-sc"}
+    picked = pick_examples(hand_made(), 3)
+    assert len(picked) == 3 and picked[0].correct and not picked[1].correct and picked[1].corrections

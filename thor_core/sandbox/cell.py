@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _thread
 import io
+import json
 import linecache
 import os
 import resource
@@ -76,6 +77,7 @@ def _serve_as_spare(channel_fd: int, state_channel: Channel, devnull_fd: int, na
         state_channel.close()
         channel = Channel(socket.socket(fileno=channel_fd))
         streams = (_text_stream(1), _text_stream(2))
+        _prime(streams)
         _, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
         threads_before = _thread._count()  # inherited, and never lowered for threads a fork left behind
         try:
@@ -89,7 +91,7 @@ def _serve_as_spare(channel_fd: int, state_channel: Channel, devnull_fd: int, na
         sys.stdout = sys.__stdout__ = streams[0]
         sys.stderr = sys.__stderr__ = streams[1]
         resource.setrlimit(resource.RLIMIT_CPU, (min(int(request["cpu_s"]), hard_cpu), hard_cpu))
-        ok = _execute(request["code"], f"<cell {request['cell']}>", namespace)
+        ok = _execute(request["code"], f"<cell {request['cell']}>", namespace, streams[1])
         _flush(streams)
         if not ok:
             os._exit(1)
@@ -112,8 +114,26 @@ def _serve_as_spare(channel_fd: int, state_channel: Channel, devnull_fd: int, na
         os._exit(1)
 
 
-def _execute(code: str, filename: str, namespace: dict) -> bool:
-    """Run ``code`` in ``namespace``; print the traceback (without our frame) and return False on any exception."""
+def _prime(streams: tuple[io.TextIOWrapper, ...]) -> None:
+    """Do once, while the spare waits, what every cell does: parse a request, compile, exec, print, reply.
+
+    The copy-on-write faults of those pages (the compiler's, the printing
+    path's, JSON's) then happen now instead of while the cell runs; a cell
+    would pay them anyway. Output goes to fd 1, still /dev/null here.
+    """
+    request = json.loads(json.dumps({"cell": 0, "code": "x = [str(i) for i in range(3)]\nprint(x, len(x))"}))
+    _execute(request["code"], "<prime>", {"__name__": "__main__", "__builtins__": __builtins__}, streams[1])
+    linecache.cache.pop("<prime>", None)
+    _flush(streams)
+    json.dumps({"done": 0, "pid": 0, "state_pid": 0}, separators=(",", ":"))
+
+
+def _execute(code: str, filename: str, namespace: dict, errors: io.TextIOWrapper) -> bool:
+    """Run ``code`` in ``namespace``; True if it ran to its end.
+
+    On any exception the traceback (without our frame) goes to ``errors``:
+    the cell's stderr, even if the code replaced ``sys.stderr``.
+    """
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     try:
         exec(compile(code, filename, "exec"), namespace)
@@ -121,7 +141,11 @@ def _execute(code: str, filename: str, namespace: dict) -> bool:
     except BaseException as exc:  # SystemExit too: an exit ends the cell as a failure
         # A bounded traceback: formatting a million frames of a runaway recursion would outlast the timeout.
         traceback.print_exception(
-            type(exc), exc, exc.__traceback__.tb_next if exc.__traceback__ else None, limit=_TRACEBACK_FRAMES
+            type(exc),
+            exc,
+            exc.__traceback__.tb_next if exc.__traceback__ else None,
+            limit=_TRACEBACK_FRAMES,
+            file=errors,
         )
         return False
 

@@ -1,8 +1,8 @@
 """The caller's side: ``Sandbox`` (one template process) and ``Session`` (one trajectory's state).
 
 Covered: starting the template with a scrubbed environment, opening sessions
-(lazily, at their first cell, so ``sandbox.session()`` never blocks an event
-loop), running cells with a reply deadline, one-shot runs on a pool of
+(in the background: ``sandbox.session()`` never blocks an event loop, and the
+open overlaps the model's generation), running cells with a reply deadline, one-shot runs on a pool of
 stateless sessions, batches run concurrently with order kept, the health
 check and isolation report, and closing everything (also at interpreter exit;
 a forked copy of the caller never closes its parent's sandbox).
@@ -21,7 +21,7 @@ import subprocess
 import threading
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from thor_core.sandbox import isolation, resources
@@ -41,7 +41,9 @@ class Session:
     """A trajectory's persistent Python state: each successful cell's variables, imports and functions carry on.
 
     A failed cell (exception, exit, crash, timeout, limit) is rolled back: the
-    next cell sees the state from before it. Opened lazily at the first cell.
+    next cell sees the state from before it. The session starts opening in
+    the background at once (so it is usually ready when the model's first
+    code block arrives); its first cell waits for that if needed.
     """
 
     def __init__(self, sandbox: Sandbox, stateful: bool = True):
@@ -49,20 +51,32 @@ class Session:
         self.stateful = stateful
         self.info: dict = {}  # after opening: holder pid, work dir, isolation report
         self._channel: Channel | None = None
+        self._opening: Future | None = sandbox._open_in_background()
         self._lock = threading.Lock()
         self.closed = False
+
+    def _opened_channel(self) -> Channel:
+        if self._channel is None:
+            opening, self._opening = self._opening, None
+            try:
+                self._channel, self.info = opening.result() if opening else self._sandbox._open_holder()
+            except BaseException:
+                self.closed = True
+                raise
+        return self._channel
 
     def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
         """Run one cell (``timeout_s`` None = the sandbox's default); raises SandboxError if the sandbox broke."""
         timeout = self._sandbox.cfg.timeout_s if timeout_s is None else float(timeout_s)
+        if not timeout > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         with self._lock:
             if self.closed:
                 raise SandboxError("this session is closed")
-            if self._channel is None:
-                self._channel, self.info = self._sandbox._open_holder()
+            channel = self._opened_channel()
             try:
-                self._channel.send({"op": "run", "code": code, "timeout_s": timeout, "keep": self.stateful})
-                reply, _ = self._channel.receive(timeout=timeout + _REPLY_MARGIN_S)
+                channel.send({"op": "run", "code": code, "timeout_s": timeout, "keep": self.stateful})
+                reply, _ = channel.receive(timeout=timeout + _REPLY_MARGIN_S)
                 outcome = reply["outcome"]
             except (OSError, EOFError, TimeoutError, ProtocolError, KeyError) as exc:
                 self._abandon()
@@ -72,10 +86,14 @@ class Session:
     def close(self) -> None:
         """Kill the session's processes and remove its cgroups and work dir (waits for the holder's word)."""
         with self._lock:
-            if self._channel is not None and not self.closed:
+            try:
+                channel = None if self.closed else self._opened_channel()
+            except Exception:  # it never opened: nothing to close
+                channel = None
+            if channel is not None:
                 try:
-                    self._channel.send({"op": "close"}, timeout=10)
-                    self._channel.receive(timeout=10)
+                    channel.send({"op": "close"}, timeout=10)
+                    channel.receive(timeout=10)
                 except (OSError, EOFError, TimeoutError, ProtocolError):
                     pass
             self._abandon()
@@ -105,6 +123,8 @@ class Sandbox:
         self._idle_oneshot: list[Session] = []
         self._pool_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._openers: ThreadPoolExecutor | None = None
+        self._openers_lock = threading.Lock()
         self._report: dict[str, str] | None = None
         self.closed = False
         if os.geteuid() == 0:
@@ -147,12 +167,21 @@ class Sandbox:
                 f"check that {self.cfg.python} can import thor_core and the preload {list(self.cfg.preload)}"
             ) from exc
         if ready["failed"]:
-            self.close()
+            self._control.close()
+            self._process.kill()
+            self._process.wait()
+            self.closed = True
             raise SandboxUnavailable(
                 f"the sandbox template failed to prepare: {ready['failed']}; install the modules or remove them "
                 "from SandboxConfig.preload (or fix SandboxConfig.warmup)"
             )
         self.template_pid = ready["pid"]
+
+    def _open_in_background(self) -> Future:
+        with self._openers_lock:
+            if self._openers is None:
+                self._openers = ThreadPoolExecutor(4, thread_name_prefix="sandbox-open")
+            return self._openers.submit(self._open_holder)
 
     def _open_holder(self) -> tuple[Channel, dict]:
         """Ask the template for a session holder; returns its channel and its opening message."""
@@ -185,11 +214,11 @@ class Sandbox:
     # -------------------------------------------------------- sessions and runs
 
     def session(self) -> Session:
-        """A new stateful session (opened at its first cell; close it, or use it as a context manager)."""
-        session = Session(self)
+        """A new stateful session, opening in the background; close it, or use it as a context manager."""
         with self._pool_lock:
             if self.closed:
                 raise SandboxError("the sandbox is closed")
+            session = Session(self)
             self._sessions.add(session)
         return session
 
@@ -285,8 +314,9 @@ class Sandbox:
             return
         for session in sessions:
             session.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._executor, self._openers):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         with self._control_lock:
             try:
                 self._control.send({"op": "exit"}, timeout=5)

@@ -2,23 +2,24 @@
 
 Process tree (all but the caller forked, never exec'd)::
 
-    caller (Sandbox)                      your process
-     └─ template          trusted: imports the preload once, gc.freeze(), never runs model code
-         └─ holder        trusted, one per session: root, outside the session's cgroups,
-             │            subreaper of everything below; enforces every limit
-             └─ state     sandboxed: the session's Python state (fork of the holder, so it
-                 └─ cell  starts with the preload), forks one cell per code block
+    caller (Sandbox)          your process
+     └─ template              trusted: imports the preload, runs the warm-up, gc.freeze(); never runs model code
+         └─ holder            trusted, one per session: root, outside the session's cgroups,
+             │                subreaper of everything below; enforces every limit
+             └─ state         sandboxed: the session's Python state (a fork of the holder, so it
+                 └─ spare     starts warm); keeps one spare fork of itself ready for the next cell
 
 The caller talks to the template only to open a session (it passes one end
 of a socket pair, and the holder answers on it); every cell then goes caller
--> holder -> state directly, so sessions run in parallel.
+-> holder -> spare directly, so sessions run in parallel.
 
-Per cell the holder gives the state two pipes (stdout, stderr) and a fresh
-channel, then watches, with one poll: the pipes (capped, drained as they
-fill), the cell's "done" message, the state's report that the cell's process
-ended, the memory cgroup's OOM eventfd, and the wall-clock deadline. On
-success the cell becomes the state and every other process of the session is
-killed; on any failure every process but the old state is killed (rollback).
+Per cell the holder sends the spare the code and two pipes (stdout,
+stderr), then watches, with one poll: the pipes (capped, drained as they
+fill), the spare's "done" message, the state's report that the spare's
+process ended, the memory cgroup's OOM eventfd, and the wall-clock deadline.
+On success the spare becomes the state and every other process of the
+session is killed; on any failure every process but the old state is killed
+(rollback). After replying, the holder has the state fork the next spare.
 Nothing is ever waited on by EOF of a pipe a cell could hold.
 
 Covered: ``template_main`` (the template's loop; it exits when its caller
@@ -216,7 +217,7 @@ class SessionHolder:
     """One session, from the trusted side: its resources, its state process and spare, its cells."""
 
     def __init__(self, cfg: SandboxConfig, plan: isolation.IsolationPlan, name: str, uid: int):
-        self.cfg, self.plan, self.name, self.uid = cfg, plan, name, uid
+        self.cfg, self.plan, self.uid = cfg, plan, uid
         self.cgroups = resources.SessionCgroups(name, cfg)
         self.workdir = resources.make_workdir(cfg, name)
         self.report: dict[str, str] = {}

@@ -31,7 +31,7 @@ import socket
 import stat
 import sys
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from thor_core.sandbox.config import LAYERS, SandboxConfig
 
@@ -55,7 +55,9 @@ def _check(result: int, what: str) -> int:
 
 
 def prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
-    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+    _check(
+        _libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(arg3), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl"
+    )
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
@@ -88,8 +90,7 @@ def _clear_capabilities() -> None:
 
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
 _LANDLOCK_RULE_PATH_BENEATH = 1
-_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1, 2, 4, 8
-_FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 14, 1 << 15
+_FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 2, 4, 8  # EXECUTE (1) is never granted: nothing may be exec'd
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
 _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1, 2
 
@@ -221,7 +222,6 @@ class IsolationPlan:
     address_space_base: int  # the template's mapped bytes: RLIMIT_AS = this + memory_mb
     cap_last_cap: int
     devnull_fd: int
-    read_only_paths: list[str] = field(default_factory=list)
 
 
 def _library_paths() -> list[str]:
@@ -303,7 +303,6 @@ def prepare_plan(cfg: SandboxConfig) -> IsolationPlan:
         address_space_base=vm_size,
         cap_last_cap=cap_last,
         devnull_fd=os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC),
-        read_only_paths=read_only,
     )
 
 
@@ -375,22 +374,20 @@ def enter_sandbox(
         "" if private_mounts or not plan.hidden_dirs else f"{', '.join(plan.hidden_dirs)} is closed to other users"
     )
     switch_uid = is_root and not uid_problem and "unprivileged" not in off
+    if switch_uid and private_mounts:
+        try:
+            _hide_closed_dirs(plan)
+        except OSError as exc:
+            switch_uid, uid_problem = False, f"cannot hide {', '.join(plan.hidden_dirs)}: {exc}"
     uid = spec.uid if switch_uid else os.getuid()
 
     def mount_tmpfs() -> None:
-        _mount(
-            "tmpfs",
-            spec.workdir,
-            "tmpfs",
-            _MS_NOSUID | _MS_NODEV,
-            f"size={cfg.disk_mb}m,nr_inodes=16384,mode=0700,uid={uid},gid={uid}",
-        )
+        options = f"size={cfg.disk_mb}m,nr_inodes=16384,mode=0700,uid={uid},gid={uid}"
+        _mount("tmpfs", spec.workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
 
     attempt("private_tmpfs", mount_tmpfs, "" if private_mounts else ns_problem or "no mount namespace")
-    if not report["private_tmpfs"] == "active" and uid != os.getuid():
+    if report["private_tmpfs"] != "active" and uid != os.getuid():
         os.chown(spec.workdir, uid, uid)
-    if switch_uid and private_mounts:
-        _hide_closed_dirs(plan)
     os.chdir(spec.workdir)
     os.environ.update(HOME=spec.workdir, TMPDIR=spec.workdir)
 
