@@ -171,37 +171,37 @@ def _open(executor, replay: bool):
     return executor.session() if isinstance(executor, Ours) else executor.session(replay=replay)
 
 
-def cell_latencies(executor, code: str, repeats: int, think_s: float = 0.0) -> list[float]:
-    """Seconds per call of one independent cell (ours: cells of one session; baselines: no replay).
+def latencies(executors: dict, cells: str | list[str], repeats: dict[str, int], think_s: float = 0.0) -> dict:
+    """Seconds per unit for each executor, measured in turns (ours, pool, cold, ours, ...).
 
+    Taking turns gives every executor the same share of whatever else the
+    (shared) machine is doing. A unit is one cell (``cells`` a string: ours
+    runs it as cells of one session, the baselines as independent calls) or
+    one whole trajectory (``cells`` a list: session open and close included).
     ``think_s``: an untimed pause before each cell, as while the model writes
-    the next block (ours uses it to have the next cell's process ready).
+    its next block (ours then has the next cell's process ready).
     """
-    session = _open(executor, replay=False)
-    session.run(code)  # warm
-    times = []
-    for _ in range(repeats):
-        time.sleep(think_s)
-        start = time.perf_counter()
-        session.run(code)
-        times.append(time.perf_counter() - start)
-    session.close()
-    return times
-
-
-def trajectory_latencies(executor, cells: list[str], repeats: int, think_s: float = 0.0) -> list[float]:
-    """Seconds per whole trajectory, session open and close included (pauses before each cell not counted)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session = _open(executor, replay=True)
-        paused = 0.0
-        for cell in cells:
-            time.sleep(think_s)
-            paused += think_s
-            session.run(cell)
+    single = isinstance(cells, str)
+    sessions = {key: _open(executor, replay=False) for key, executor in executors.items()} if single else {}
+    for session in sessions.values():
+        session.run(cells)  # warm
+    times: dict[str, list[float]] = {key: [] for key in executors}
+    for turn in range(max(repeats[key] for key in executors)):
+        for key, executor in executors.items():
+            if turn >= repeats[key]:
+                continue
+            timed = 0.0
+            session = sessions[key] if single else _open(executor, replay=True)
+            start = time.perf_counter()
+            for cell in [cells] if single else cells:
+                time.sleep(think_s)
+                timed -= think_s
+                session.run(cell)
+            if not single:
+                session.close()
+            times[key].append(time.perf_counter() - start + timed)
+    for session in sessions.values():
         session.close()
-        times.append(time.perf_counter() - start - paused)
     return times
 
 
@@ -209,13 +209,7 @@ def throughput(executor, cells: list[str] | str, units: int, threads: int = 2) -
     """Units (cells, or trajectories when ``cells`` is a list) per second with ``threads`` clients."""
 
     def client(n: int) -> None:
-        if isinstance(cells, str):
-            session = _open(executor, replay=False)
-            for _ in range(n):
-                session.run(cells)
-            session.close()
-        else:
-            trajectory_latencies(executor, cells, n)
+        latencies({"one": executor}, cells, {"one": n})
 
     workers = [threading.Thread(target=client, args=(max(units // threads, 1),)) for _ in range(threads)]
     start = time.perf_counter()
@@ -266,30 +260,26 @@ def main() -> None:
     )
     ours, pool, cold = Ours(), Pool(), Cold()
     print("ours, isolation layers:", ", ".join(f"{k}={v}" for k, v in ours.sandbox.isolation_report().items()))
+    executors = {"ours": ours, "pool": pool, "cold": cold}
     rows = []
     units = [(name, code, "cell") for name, code in WORKLOADS.items()]
     units.append(("4-cell trajectory", TRAJECTORY, "trajectory"))
     for workload, cells, unit in units:
-        measured = {}
-        for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
-            n = reps[key] if unit == "cell" else max(reps[key] // 4, 4)
-            measure = cell_latencies if unit == "cell" else trajectory_latencies
-            lat = measure(executor, cells, n)
-            thinking = measure(executor, cells, max(n // 2, 4), think_s=THINK_S) if key == "ours" else None
-            rate = throughput(executor, cells, max(n // 2, 4))
-            measured[key] = (pct(lat, 0.5), pct(lat, 0.95), thinking and pct(thinking, 0.5), rate)
-        for key, executor in (("ours", ours), ("pool", pool), ("cold", cold)):
-            p50, p95, p50_thinking, rate = measured[key]
-            speedup = "" if key == "ours" else f"{p50 / measured['ours'][0]:.1f}x"
+        n = reps if unit == "cell" else {key: max(count // 4, 4) for key, count in reps.items()}
+        lat = latencies(executors, cells, n)
+        thinking = latencies({"ours": ours}, cells, {"ours": max(n["ours"] // 2, 4)}, think_s=THINK_S)["ours"]
+        for key, executor in executors.items():
+            p50 = pct(lat[key], 0.5)
+            rate = throughput(executor, cells, max(n[key] // 2, 4))
             rows.append(
                 (
                     workload if key == "ours" else "",
                     executor.name,
                     f"{1e3 * p50:.1f}",
-                    f"{1e3 * p95:.1f}",
-                    f"{1e3 * p50_thinking:.1f}" if p50_thinking else "",
+                    f"{1e3 * pct(lat[key], 0.95):.1f}",
+                    f"{1e3 * pct(thinking, 0.5):.1f}" if key == "ours" else "",
                     f"{rate:.1f} {unit}s/s",
-                    speedup,
+                    "" if key == "ours" else f"{p50 / pct(lat['ours'], 0.5):.1f}x",
                 )
             )
     back = recovery(ours.sandbox, int(20 * scale) or 3)
