@@ -126,7 +126,9 @@ def test_summarize_per_benchmark_overall_and_2x2():
     assert s["benchmarks"]["b2"]["avg@k"] == 1.0
     assert s["overall"]["avg@k"] == pytest.approx((0.5 + 0 + 1) / 3)
     assert s["macro_avg@k"] == pytest.approx((0.25 + 1.0) / 2)
-    t = s["tool_vs_correct"]  # records with calls only: q1/0 ok+correct, q1/1 fail+wrong, q2/0 ok+wrong, q3/0 fail+correct
+    t = s[
+        "tool_vs_correct"
+    ]  # records with calls only: q1/0 ok+correct, q1/1 fail+wrong, q2/0 ok+wrong, q3/0 fail+correct
     assert (t["ok_correct"], t["ok_wrong"], t["fail_correct"], t["fail_wrong"], t["n"]) == (1, 1, 1, 1, 4)
     assert t["chi2"] == pytest.approx(0.0)
     assert t["p_value"] == pytest.approx(1.0)
@@ -136,7 +138,9 @@ def test_summarize_per_benchmark_overall_and_2x2():
 def test_tool_table_matches_chi_square_of_its_counts():
     records = [rec(f"q{i}", 0, i % 3 == 0, calls=(i % 2 == 0,)) for i in range(30)]
     t = tool_correctness_table(records)
-    assert t["chi2"] == pytest.approx(chi_square_2x2(t["ok_correct"], t["ok_wrong"], t["fail_correct"], t["fail_wrong"])[0])
+    assert t["chi2"] == pytest.approx(
+        chi_square_2x2(t["ok_correct"], t["ok_wrong"], t["fail_correct"], t["fail_wrong"])[0]
+    )
 
 
 def test_best_of_n_curve_by_hand():
@@ -162,7 +166,11 @@ def test_best_of_n_curve_by_hand():
 def test_eval_params_schema():
     p = validate_params(EvalParams, {"k": 8, "best_of_n": 8, "self_correction": "on", "limit": None})
     assert p.variants() == [("tir", True)]
-    assert validate_params(EvalParams, {"cot_baseline": True}).variants() == [("cot", False), ("tir", False), ("tir", True)]
+    assert validate_params(EvalParams, {"cot_baseline": True}).variants() == [
+        ("cot", False),
+        ("tir", False),
+        ("tir", True),
+    ]
     cfg = p.rollout_config()
     assert cfg.max_tool_rounds == 10 and cfg.sampling.temperature == 0.6
     with pytest.raises(ParamsError):
@@ -210,8 +218,20 @@ def answer_by_question(problems, wrong=()):
 
 
 def run_cot(backend, out_dir, grader, k=2, limit=2):
-    return evaluate(backend, None, ["aime24", "aime25"], k, "cot", False, RolloutConfig(max_new_tokens=64),
-                    out_dir, limit=limit, best_of_n=2, grader=grader, progress=False)
+    return evaluate(
+        backend,
+        None,
+        ["aime24", "aime25"],
+        k,
+        "cot",
+        False,
+        RolloutConfig(max_new_tokens=64),
+        out_dir,
+        limit=limit,
+        best_of_n=2,
+        grader=grader,
+        progress=False,
+    )
 
 
 def test_evaluate_cot_writes_records_and_summaries(tokenizer, tmp_path):
@@ -220,14 +240,21 @@ def test_evaluate_cot_writes_records_and_summaries(tokenizer, tmp_path):
     grader = CountingGrader()
     result = run_cot(backend, tmp_path, grader)
     assert grader.calls == 8 and result.summary["new"] == 8 and result.summary["resumed"] == 0
-    assert [(r.question_id, r.metadata["sample"]) for r in result.records] == [(p.id, s) for p in problems for s in (0, 1)]
+    assert [(r.question_id, r.metadata["sample"]) for r in result.records] == [
+        (p.id, s) for p in problems for s in (0, 1)
+    ]
     s = json.loads((tmp_path / "summary-cot.json").read_text())
     assert s["benchmarks"]["aime24"]["avg@k"] == 0.5 and s["benchmarks"]["aime25"]["avg@k"] == 1.0
     assert s["overall"]["pass@k"] == 0.75
     assert s["best_of_n"][1]["n"] == 2
     md = (tmp_path / "summary-cot.md").read_text()
     assert "| aime24 | 2 | 4 | 50.0 |" in md and "Best-of-N" in md
-    assert {p.name for p in tmp_path.iterdir()} == {"records-cot.jsonl", "config-cot.json", "summary-cot.json", "summary-cot.md"}
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "records-cot.jsonl",
+        "config-cot.json",
+        "summary-cot.json",
+        "summary-cot.md",
+    }
 
 
 def test_resume_after_a_torn_write_neither_reruns_nor_regrades(tokenizer, tmp_path):
@@ -241,6 +268,7 @@ def test_resume_after_a_torn_write_neither_reruns_nor_regrades(tokenizer, tmp_pa
     grader = CountingGrader()
     again = run_cot(backend, tmp_path, grader)
     assert grader.calls == 5 and again.summary["new"] == 5 and again.summary["resumed"] == 3
+    assert again.summary["wall_s_total"] == pytest.approx(first.summary["wall_s"] + again.summary["wall_s"], abs=0.11)
     assert len(backend.requests) == 5  # one segment per CoT rollout: only the missing five ran
     keys = [(r.question_id, r.metadata["sample"]) for r in iter_jsonl(path)]
     assert len(keys) == len(set(keys)) == 8
@@ -275,8 +303,19 @@ def test_resume_refuses_other_settings(tokenizer, tmp_path):
     backend = ScriptedBackend(tokenizer, answer_by_question(problems))
     run_cot(backend, tmp_path, CountingGrader(), k=1, limit=1)
     with pytest.raises(ValueError, match="max_new_tokens"):
-        evaluate(backend, None, ["aime24"], 1, "cot", False, RolloutConfig(max_new_tokens=65), tmp_path,
-                 limit=1, grader=CountingGrader(), progress=False)
+        evaluate(
+            backend,
+            None,
+            ["aime24"],
+            1,
+            "cot",
+            False,
+            RolloutConfig(max_new_tokens=65),
+            tmp_path,
+            limit=1,
+            grader=CountingGrader(),
+            progress=False,
+        )
 
 
 def test_evaluate_rejects_bad_combinations(tokenizer, tmp_path):
@@ -317,8 +356,19 @@ def tir_policy(problems):
 def test_evaluate_tir_end_to_end(tokenizer, sandbox, tmp_path, self_correction):
     problems = load_benchmark("aime24", limit=2)
     backend = ScriptedBackend(tokenizer, tir_policy(problems))
-    result = evaluate(backend, sandbox, ["aime24"], 1, "tir", self_correction, RolloutConfig(max_new_tokens=200),
-                      tmp_path, grader=CountingGrader(), progress=False, limit=2)
+    result = evaluate(
+        backend,
+        sandbox,
+        ["aime24"],
+        1,
+        "tir",
+        self_correction,
+        RolloutConfig(max_new_tokens=200),
+        tmp_path,
+        grader=CountingGrader(),
+        progress=False,
+        limit=2,
+    )
     tag = "tir-sc" if self_correction else "tir"
     assert result.tag == tag and (tmp_path / f"records-{tag}.jsonl").exists()
     o = result.summary["overall"]
@@ -352,7 +402,9 @@ def test_evaluate_code_scripted(tokenizer, sandbox, tmp_path):
         return f"```python\n{p.metadata['prompt']}{body}```<|im_end|>"
 
     backend = ScriptedBackend(tokenizer, respond)
-    result = evaluation.evaluate_code(backend, sandbox, RolloutConfig(max_new_tokens=600), tmp_path, k=1, limit=2, progress=False)
+    result = evaluation.evaluate_code(
+        backend, sandbox, RolloutConfig(max_new_tokens=600), tmp_path, k=1, limit=2, progress=False
+    )
     assert [r.correct for r in result.records] == [True, False]
     assert result.summary["overall"]["avg@k"] == 0.5
     assert Path(result.markdown_path).exists()
@@ -374,7 +426,13 @@ def test_reports_and_figures(tmp_path):
     table = comparison_table(runs)
     assert "| b1 | 25.0 | 25.0 |" in table and "tir-sc Avg@2" in table
     figures = plots.save_figures(runs, tmp_path)
-    assert set(figures) == {"accuracy", "tool_vs_correct-tir", "tool_vs_correct-tir-sc", "best_of_n-tir", "best_of_n-tir-sc"}
+    assert set(figures) == {
+        "accuracy",
+        "tool_vs_correct-tir",
+        "tool_vs_correct-tir-sc",
+        "best_of_n-tir",
+        "best_of_n-tir-sc",
+    }
     assert all(p.stat().st_size > 1000 for p in figures.values())
     md = write_report(runs, tmp_path, figures).read_text()
     assert "![accuracy](accuracy.png)" in md and md.count("## Evaluation tir") == 2

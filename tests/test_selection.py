@@ -58,7 +58,12 @@ def test_exec_pass_rate():
 
 
 def test_majority_vote_normalises_and_prefers_first_on_ties():
-    records = [traj("2", name="a"), traj("\\dfrac{1}{2}", name="b"), traj("\\frac{1}{2}", name="c"), traj("2.0", name="d")]
+    records = [
+        traj("2", name="a"),
+        traj("\\dfrac{1}{2}", name="b"),
+        traj("\\frac{1}{2}", name="c"),
+        traj("2.0", name="d"),
+    ]
     # "2" x2 and "1/2" x2: tie, the answer seen first wins, and its first record is returned
     assert majority_vote(records).metadata["name"] == "a"
     records.append(traj(" \\frac{1}{2} ", name="e"))
@@ -79,7 +84,11 @@ def test_majority_vote_through_an_equivalence_function():
 
 
 def test_best_of_n_picks_highest_pass_rate():
-    records = [traj("1", (True, False), "half"), traj("2", (True, True, True), "all"), traj("3", (True,) * 3 + (False,), "most")]
+    records = [
+        traj("1", (True, False), "half"),
+        traj("2", (True, True, True), "all"),
+        traj("3", (True,) * 3 + (False,), "most"),
+    ]
     assert best_of_n_exec(records).metadata["name"] == "all"
 
 

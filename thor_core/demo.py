@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = out_dir.with_name(f"{out_dir.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
     print(f"running notebooks/{NOTEBOOK}.ipynb with profile {args.profile!r} into {out_dir} ...", flush=True)
     try:
-        executed = run_notebook(NOTEBOOK, profile=args.profile, out_dir=out_dir, resume=True, progress_bar=sys.stderr.isatty())
+        executed = run_notebook(
+            NOTEBOOK, profile=args.profile, out_dir=out_dir, resume=True, progress_bar=sys.stderr.isatty()
+        )
     except (ParamsError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

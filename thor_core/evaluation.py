@@ -23,9 +23,11 @@ Covered:
   k >= N (each problem's samples are cut into consecutive groups of N).
 - Summaries as JSON and Markdown (``summary-<tag>.json`` / ``.md``), a table
   comparing several runs, a combined report (``write_report``: ``summary.json``
-  and ``summary.md``), and ``render_trajectory`` (Markdown of one
-  record with its code, outputs, failed calls and discarded retries).
-- ``EvalParams``: the schema of notebook 04's parameters.
+  and ``summary.md``), ``render_trajectory`` (Markdown of one record with
+  its code, outputs, failed calls and discarded retries) and
+  ``pick_examples`` (which records to show).
+- ``EvalParams``: the schema of notebook 04's parameters; and a CLI,
+  ``python -m thor_core.evaluation`` (how docs/BASELINE.md was measured).
 
 Not covered: HumanEval+/MBPP+/LiveCodeBench (no offline data), grading of
 answers that are not in ``\\boxed{}``, and statistical tests beyond the 2x2
@@ -66,14 +68,20 @@ class EvalParams:
     """Parameters of notebook 04 (correction and inference); see params/*/04_correction_inference.yaml."""
 
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "model name (embedded:..., hub id or folder)"})
-    backend: Literal["auto", "hf", "vllm"] = field(default="auto", metadata={"help": "generation backend (auto: vllm where installed)"})
-    benchmarks: list[str] = field(default_factory=lambda: ["math500_mmath"], metadata={"help": "benchmark names or files"})
+    backend: Literal["auto", "hf", "vllm"] = field(
+        default="auto", metadata={"help": "generation backend (auto: vllm where installed)"}
+    )
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["math500_mmath"], metadata={"help": "benchmark names or files"}
+    )
     limit: int | None = field(default=20, metadata={"help": "first N problems of each benchmark (null = all)"})
     k: int = field(default=4, metadata={"help": "samples per problem (Avg@k, pass@k)"})
     temperature: float = field(default=0.6, metadata={"help": "sampling temperature (paper: 0.6)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling"})
     max_new_tokens: int = field(default=2048, metadata={"help": "completion budget, tool outputs included"})
-    max_tool_rounds: int = field(default=10, metadata={"help": "executed code blocks per rollout (paper: 10 at evaluation)"})
+    max_tool_rounds: int = field(
+        default=10, metadata={"help": "executed code blocks per rollout (paper: 10 at evaluation)"}
+    )
     self_correction: Literal["on", "off", "both"] = field(default="both", metadata={"help": "TIR runs to make"})
     correction_suffix_tokens: int = field(default=500, metadata={"help": "L_suf: tokens dropped before a failed call"})
     max_corrections: int = field(default=4, metadata={"help": "retries per failing call"})
@@ -225,7 +233,9 @@ def best_of_n_curve(records: Sequence[Trajectory], max_n: int) -> list[dict[str,
                 scores[name].append(sum(bool(ch[select(ch, None)].correct) for ch in chunks) / len(chunks))
             scores["single"].append(sum(bool(r.correct) for ch in chunks for r in ch) / (n * len(chunks)))
             scores["oracle"].append(sum(any(r.correct for r in ch) for ch in chunks) / len(chunks))
-        rows.append({"n": n, "problems": len(scores["single"]), **{k: _ratio(sum(v), len(v)) for k, v in scores.items()}})
+        rows.append(
+            {"n": n, "problems": len(scores["single"]), **{k: _ratio(sum(v), len(v)) for k, v in scores.items()}}
+        )
     return rows
 
 
@@ -334,8 +344,15 @@ class _GradedWriter:
 
 
 def _run_resumable(
-    backend, sandbox, tasks: list[RolloutTask], cfg: RolloutConfig, out_dir: Path, tag: str,
-    grade: Callable[[Trajectory], None], config: dict[str, Any], progress: bool,
+    backend,
+    sandbox,
+    tasks: list[RolloutTask],
+    cfg: RolloutConfig,
+    out_dir: Path,
+    tag: str,
+    grade: Callable[[Trajectory], None],
+    config: dict[str, Any],
+    progress: bool,
 ) -> tuple[list[Trajectory], dict[str, Any]]:
     """Run the tasks not yet in ``records-<tag>.jsonl``, grading and appending each; all records in task order."""
     path = out_dir / f"records-{tag}.jsonl"
@@ -357,6 +374,8 @@ def _run_resumable(
 
 def _finish(out_dir: Path, tag: str, records: list[Trajectory], summary: dict[str, Any]) -> EvalResult:
     json_path, md_path = out_dir / f"summary-{tag}.json", out_dir / f"summary-{tag}.md"
+    previous = json.loads(json_path.read_text()).get("wall_s_total", 0.0) if json_path.exists() else 0.0
+    summary["wall_s_total"] = round(previous + summary["wall_s"], 1)  # this call plus the calls it resumed
     write_json_atomic(json_path, summary)
     md_path.write_text(summary_markdown(summary), encoding="utf-8")
     return EvalResult(tag, records, summary, out_dir / f"records-{tag}.jsonl", json_path, md_path)
@@ -442,7 +461,10 @@ PASS_MARK = "__THOR_TESTS_PASSED__"
 
 
 def code_prompt_ids(tokenizer, prompt: str) -> list[int]:
-    messages = [{"role": "system", "content": CODE_SYSTEM_PROMPT}, {"role": "user", "content": f"```python\n{prompt}```"}]
+    messages = [
+        {"role": "system", "content": CODE_SYSTEM_PROMPT},
+        {"role": "user", "content": f"```python\n{prompt}```"},
+    ]
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer.encode(text, add_special_tokens=False)
 
@@ -493,7 +515,10 @@ def evaluate_code(
     problems = {p.id: p.metadata for p in load_benchmark("humaneval", limit=limit)}
     tasks = [
         RolloutTask(
-            qid, meta["prompt"], None, code_prompt_ids(backend.tokenizer, meta["prompt"]),
+            qid,
+            meta["prompt"],
+            None,
+            code_prompt_ids(backend.tokenizer, meta["prompt"]),
             seed=zlib.crc32(f"{cfg.seed}/{qid}/{s}".encode()) & 0x7FFFFFFF,
             metadata={"sample": s, "mode": "code", "benchmark": "humaneval"},
         )
@@ -503,9 +528,19 @@ def evaluate_code(
     sandbox.health_check()
     config = {"mode": "code", "rollout": dataclasses.asdict(cfg), "timeout_s": timeout_s}
     out_dir = Path(out_dir)
-    records, run = _run_resumable(backend, sandbox, tasks, cfg, out_dir, "humaneval", _code_grader(sandbox, problems, timeout_s), config, progress)
-    summary = {**run, "mode": "code", "self_correction": False, "backend": backend.name,
-               "benchmark_names": ["humaneval"], "limit": limit, "rollout": config["rollout"], **summarize(records, k)}
+    records, run = _run_resumable(
+        backend, sandbox, tasks, cfg, out_dir, "humaneval", _code_grader(sandbox, problems, timeout_s), config, progress
+    )
+    summary = {
+        **run,
+        "mode": "code",
+        "self_correction": False,
+        "backend": backend.name,
+        "benchmark_names": ["humaneval"],
+        "limit": limit,
+        "rollout": config["rollout"],
+        **summarize(records, k),
+    }
     return _finish(out_dir, "humaneval", records, summary)
 
 
@@ -583,7 +618,8 @@ def summary_markdown(summary: dict[str, Any], level: int = 1) -> str:
     h, o = "#" * level, summary["overall"]
     return (
         f"{h} Evaluation {describe(summary)}\n\n"
-        f"{summary.get('new', 0)} new and {summary.get('resumed', 0)} resumed records, {summary.get('wall_s', 0)} s.\n\n"
+        f"{summary.get('new', 0)} new and {summary.get('resumed', 0)} resumed records; {summary.get('wall_s', 0)} s "
+        f"in this call, {summary.get('wall_s_total', 0)} s with the calls it resumed.\n\n"
         f"{h}# Per benchmark\n\n{benchmark_table(summary)}\n"
         f"Overall: {o['calls_per_answer'] or 0:.2f} calls per answer, tool success {_pct(o['tool_success_rate'])}%, "
         f"attempt success (discarded retries included) {_pct(o['attempt_success_rate'])}%, "
@@ -599,7 +635,8 @@ def comparison_table(summaries: Sequence[dict[str, Any]]) -> str:
     head = "| benchmark | " + " | ".join(f"{s['tag']} Avg@{s['k']}" for s in summaries) + " |\n"
     head += "|---|" + "---|" * len(summaries) + "\n"
     body = "".join(
-        f"| {b} | " + " | ".join(_pct(s["benchmarks"].get(b, {}).get("avg@k")) for s in summaries) + " |\n" for b in names
+        f"| {b} | " + " | ".join(_pct(s["benchmarks"].get(b, {}).get("avg@k")) for s in summaries) + " |\n"
+        for b in names
     )
     lines = [
         ("**overall**", lambda s: _pct(s["overall"]["avg@k"])),
@@ -608,12 +645,16 @@ def comparison_table(summaries: Sequence[dict[str, Any]]) -> str:
         ("calls per answer", lambda s: _num(s["overall"]["calls_per_answer"])),
         ("tool success %", lambda s: _pct(s["overall"]["tool_success_rate"])),
         ("corrections per answer", lambda s: _num(s["overall"]["corrections_per_answer"])),
-        ("wall time (s)", lambda s: str(s.get("wall_s", "-"))),
+        ("wall time (s), resumed calls included", lambda s: str(s.get("wall_s_total", s.get("wall_s", "-")))),
     ]
-    return head + body + "".join(f"| {label} | " + " | ".join(get(s) for s in summaries) + " |\n" for label, get in lines)
+    return (
+        head + body + "".join(f"| {label} | " + " | ".join(get(s) for s in summaries) + " |\n" for label, get in lines)
+    )
 
 
-def write_report(summaries: Sequence[dict[str, Any]], out_dir: str | os.PathLike, figures: dict[str, Path] | None = None) -> Path:
+def write_report(
+    summaries: Sequence[dict[str, Any]], out_dir: str | os.PathLike, figures: dict[str, Path] | None = None
+) -> Path:
     """``summary.json`` (tag -> summary) and ``summary.md`` (comparison table, figures, each run's summary) in ``out_dir``.
 
     Returns the Markdown path.
@@ -680,7 +721,9 @@ def _render_retry(corr) -> str:
 
 def pick_examples(records: Sequence[Trajectory], n: int) -> list[Trajectory]:
     """Up to ``n`` records worth reading: retries first, then failed calls, then any calls; a correct and a wrong one first."""
-    ranked = sorted(records, key=lambda r: (bool(r.corrections), r.n_failed_calls > 0, bool(r.tool_calls)), reverse=True)
+    ranked = sorted(
+        records, key=lambda r: (bool(r.corrections), r.n_failed_calls > 0, bool(r.tool_calls)), reverse=True
+    )
     first = [next((r for r in ranked if bool(r.correct) == want), None) for want in (True, False)]
     picked = {id(r): r for r in first if r is not None}
     for r in ranked:
@@ -723,10 +766,22 @@ def main(argv: list[str] | None = None) -> int:
             from thor_core.sandbox import Sandbox, SandboxConfig
 
             with Sandbox(SandboxConfig()) as sandbox:
-                result = evaluate(backend, sandbox, args.benchmarks, args.k, "tir", args.self_correction, cfg,
-                                  args.out_dir, args.limit, args.best_of_n)
+                result = evaluate(
+                    backend,
+                    sandbox,
+                    args.benchmarks,
+                    args.k,
+                    "tir",
+                    args.self_correction,
+                    cfg,
+                    args.out_dir,
+                    args.limit,
+                    args.best_of_n,
+                )
         else:
-            result = evaluate(backend, None, args.benchmarks, args.k, "cot", False, cfg, args.out_dir, args.limit, args.best_of_n)
+            result = evaluate(
+                backend, None, args.benchmarks, args.k, "cot", False, cfg, args.out_dir, args.limit, args.best_of_n
+            )
     print(benchmark_table(result.summary))
     print(f"records: {result.records_path}\nsummary: {result.markdown_path}")
     return 0

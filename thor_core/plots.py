@@ -37,7 +37,9 @@ def plot_accuracy(summaries: Sequence[dict[str, Any]], path: str | os.PathLike) 
     ax = fig.subplots()
     width = 0.8 / max(len(summaries), 1)
     for i, s in enumerate(summaries):
-        values = [100 * ((s["overall"] if b == "overall" else s["benchmarks"].get(b, {})).get("avg@k") or 0.0) for b in names]
+        values = [
+            100 * ((s["overall"] if b == "overall" else s["benchmarks"].get(b, {})).get("avg@k") or 0.0) for b in names
+        ]
         xs = [j + (i - (len(summaries) - 1) / 2) * width for j in range(len(names))]
         bars = ax.bar(xs, values, width, label=f"{s['tag']} (Avg@{s['k']})")
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
@@ -102,7 +104,9 @@ def save_figures(summaries: Sequence[dict[str, Any]], out_dir: str | os.PathLike
     figures = {"accuracy": plot_accuracy(summaries, out_dir / "accuracy.png")}
     for s in summaries:
         if s["tool_vs_correct"]["n"]:
-            figures[f"tool_vs_correct-{s['tag']}"] = plot_tool_correctness(s, out_dir / f"tool_vs_correct-{s['tag']}.png")
+            figures[f"tool_vs_correct-{s['tag']}"] = plot_tool_correctness(
+                s, out_dir / f"tool_vs_correct-{s['tag']}.png"
+            )
         if s.get("best_of_n"):
             figures[f"best_of_n-{s['tag']}"] = plot_best_of_n(s, out_dir / f"best_of_n-{s['tag']}.png")
     return figures
