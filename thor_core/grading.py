@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -109,6 +110,8 @@ def check_equivalence(gold: str, pred: str) -> bool:
 
 def _worker_main(conn, job: Callable[[str, str], bool], memory_limit_mb: int | None) -> None:
     """Worker process loop: receive (gold, pred), reply (equivalent, error-or-None)."""
+    # Ctrl-C (or a notebook kernel shutting down) is the parent's to handle: it kills us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_limit_mb:
         import resource
 

