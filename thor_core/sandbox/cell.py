@@ -35,6 +35,7 @@ import socket
 import sys
 import traceback
 
+from thor_core.sandbox.resources import reap_children
 from thor_core.sandbox.wire import Channel
 
 _TRACEBACK_FRAMES = 64
@@ -44,7 +45,7 @@ def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
     """Fork a spare whenever the holder asks (``{"spare": id}`` + its channel), until it closes; never returns."""
     try:
         while True:
-            _reap_finished_children()
+            reap_children()  # a successful cell's killed children are our zombies until reaped
             try:
                 request, fds = channel.receive()
             except EOFError:
@@ -58,17 +59,6 @@ def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
             channel.send({"exited": request["spare"], "exit_code": os.waitstatus_to_exitcode(status)})
     finally:
         os._exit(0)
-
-
-def _reap_finished_children() -> None:
-    """A successful cell's killed children are this process's zombies until reaped."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def _serve_as_spare(channel_fd: int, state_channel: Channel, devnull_fd: int, namespace: dict) -> Channel:
