@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed", "context")
+FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed")
 
 
 @dataclass

@@ -24,14 +24,23 @@ Not covered: grading (``thor_core.grading``) and best-of-N selection
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from thor_core import tir
-from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, Backend, SamplingParams, Segment, SegmentRequest
+from thor_core.backends.base import (
+    FINISH_EOS,
+    FINISH_LENGTH,
+    Backend,
+    SamplingParams,
+    Segment,
+    SegmentRequest,
+    ends_with_stop,
+)
 from thor_core.record import Correction, ToolCall, Trajectory
 
 CODE_STOP = "```\n"  # the segment may have closed a code block: the loop checks whether it did
@@ -100,8 +109,6 @@ def make_tasks(
 
 def _mix(*parts) -> int:
     """A stable 31-bit seed from parts (Python's hash() is salted per process)."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
@@ -203,7 +210,7 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
                 if (
                     cfg.step_stop
                     and not tir.in_open_code_block(text)
-                    and _ends_with_stop(backend, segment, cfg.step_stop)
+                    and ends_with_stop(backend.tokenizer, segment.ids, cfg.step_stop)
                 ):
                     finish = "step"
                 elif cfg.stop_after_answer and _answered(text):
@@ -273,11 +280,6 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
             "backend": backend.name,
         },
     )
-
-
-def _ends_with_stop(backend: Backend, segment: Segment, stops: tuple[str, ...]) -> bool:
-    tail = backend.tokenizer.decode(segment.ids[-8:], skip_special_tokens=False)
-    return any(s in tail for s in stops)
 
 
 def _answered(text: str) -> bool:
@@ -357,8 +359,3 @@ def _run_coroutine(coro):
     if "error" in box:
         raise box["error"]
     return box["result"]
-
-
-def with_sampling(cfg: RolloutConfig, **changes) -> RolloutConfig:
-    """A copy of ``cfg`` with sampling fields changed (temperature=..., top_p=...)."""
-    return replace(cfg, sampling=replace(cfg.sampling, **changes))

@@ -95,6 +95,17 @@ class Backend(ABC):
         self.close()
 
 
+STOP_WINDOW_TOKENS = 16  # stop strings are short: only the tail of a segment is decoded to find them
+
+
+def ends_with_stop(tokenizer, ids: list[int], stops: Iterable[str]) -> bool:
+    """Whether the tail of ``ids`` contains one of the stop strings (checked after each new token)."""
+    if not stops:
+        return False
+    tail = tokenizer.decode(ids[-STOP_WINDOW_TOKENS:], skip_special_tokens=False)
+    return any(s in tail for s in stops)
+
+
 def eos_ids_of(tokenizer, extra: Iterable[int] = ()) -> frozenset[int]:
     """End-of-sequence ids: the tokenizer's EOS plus chat end-of-turn markers it defines."""
     ids = set(extra)

@@ -34,10 +34,9 @@ from thor_core.backends.base import (
     Segment,
     SegmentRequest,
     _Pending,
+    ends_with_stop,
     eos_ids_of,
 )
-
-_STOP_WINDOW_TOKENS = 16  # stop strings are short: only the tail of the segment is decoded
 
 
 @dataclass
@@ -305,10 +304,7 @@ class HFBackend(BatchingBackend):
         finish = None
         if token in self.eos_token_ids:
             finish = FINISH_EOS
-        elif request.stop and any(
-            s in self.tokenizer.decode(row.out_ids[-_STOP_WINDOW_TOKENS:], skip_special_tokens=False)
-            for s in request.stop
-        ):
+        elif ends_with_stop(self.tokenizer, row.out_ids, request.stop):
             finish = FINISH_STOP
         elif len(row.out_ids) >= request.max_new_tokens:
             finish = FINISH_LENGTH

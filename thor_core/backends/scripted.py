@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Backend, Segment, SegmentRequest, eos_ids_of
+from thor_core.backends.base import (
+    FINISH_EOS,
+    FINISH_LENGTH,
+    FINISH_STOP,
+    Backend,
+    Segment,
+    SegmentRequest,
+    ends_with_stop,
+    eos_ids_of,
+)
 
 SCRIPTED_LOGPROB = -0.25
 
@@ -40,8 +49,7 @@ class ScriptedBackend(Backend):
             out.append(token)
             if token in self.eos_token_ids:
                 return Segment(out, [SCRIPTED_LOGPROB] * len(out), FINISH_EOS)
-            tail = self.tokenizer.decode(out[-16:], skip_special_tokens=False)
-            if any(s in tail for s in request.stop):
+            if ends_with_stop(self.tokenizer, out, request.stop):
                 return Segment(out, [SCRIPTED_LOGPROB] * len(out), FINISH_STOP)
             if len(out) >= request.max_new_tokens:
                 return Segment(out, [SCRIPTED_LOGPROB] * len(out), FINISH_LENGTH)

@@ -119,7 +119,6 @@ class VLLMBackend(BatchingBackend):
 
     def close(self) -> None:
         super().close()  # the worker has stopped: the engine is ours to tear down
-        self._fail_running(RuntimeError(f"the {self.name} backend was closed"))
         if self._engine is not None:
             self._engine.engine_core.shutdown()
             self._engine = None
