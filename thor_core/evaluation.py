@@ -54,7 +54,7 @@ from typing import Any, Literal
 
 from thor_core import selection, tir
 from thor_core.backends.base import SamplingParams
-from thor_core.data import load_benchmark
+from thor_core.data import Problem, load_benchmark
 from thor_core.models import DEFAULT_MODEL
 from thor_core.record import Trajectory, iter_jsonl, write_jsonl
 from thor_core.rollout import RolloutConfig, RolloutTask, make_tasks, run_rollouts
@@ -296,7 +296,7 @@ def load_records(path: str | os.PathLike) -> dict[tuple[str, int], Trajectory]:
     return records
 
 
-def _check_config(path: Path, config: dict[str, Any]) -> None:
+def check_config(path: Path, config: dict[str, Any]) -> None:
     """Write ``config`` beside the records, or refuse if an earlier run used another one."""
     config = json.loads(json.dumps(config, default=str))
     if path.exists():
@@ -319,7 +319,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class _GradedWriter:
+class GradedWriter:
     """Grades records on worker threads as rollouts finish and appends each to the JSONL file."""
 
     def __init__(self, path: Path, grade: Callable[[Trajectory], None], workers: int = 2) -> None:
@@ -356,12 +356,12 @@ def _run_resumable(
 ) -> tuple[list[Trajectory], dict[str, Any]]:
     """Run the tasks not yet in ``records-<tag>.jsonl``, grading and appending each; all records in task order."""
     path = out_dir / f"records-{tag}.jsonl"
-    _check_config(out_dir / f"config-{tag}.json", config)
+    check_config(out_dir / f"config-{tag}.json", config)
     done = load_records(path)
     todo = [t for t in tasks if _key(t.question_id, t.metadata["sample"]) not in done]
     t0 = time.monotonic()
     if todo:
-        writer = _GradedWriter(path, grade)
+        writer = GradedWriter(path, grade)
         try:
             run_rollouts(backend, sandbox, todo, cfg, progress=progress, on_done=writer.submit)
         finally:
@@ -381,7 +381,7 @@ def _finish(out_dir: Path, tag: str, records: list[Trajectory], summary: dict[st
     return EvalResult(tag, records, summary, out_dir / f"records-{tag}.jsonl", json_path, md_path)
 
 
-def _math_grader(grader) -> Callable[[Trajectory], None]:
+def math_grader(grader) -> Callable[[Trajectory], None]:
     if grader is None:
         from thor_core.grading import shared_grader
 
@@ -409,8 +409,13 @@ def evaluate(
     best_of_n: int | None = None,
     grader=None,
     progress: bool = True,
+    problems: dict[str, Sequence[Problem]] | None = None,
 ) -> EvalResult:
     """Sample ``k`` rollouts per problem of each benchmark, grade them, write records and summary.
+
+    ``problems`` gives the problems of benchmark names that are not loadable
+    (e.g. ``{"heldout": generate_problems(...)}`` with ``benchmarks=["heldout"]``);
+    other names are loaded with ``thor_core.data.load_benchmark``.
 
     ``cfg`` gives limits and sampling; ``mode`` and ``self_correction`` override
     its ``tools`` and ``self_correction``. ``grader`` is anything with
@@ -432,11 +437,13 @@ def evaluate(
     out_dir = Path(out_dir)
     tasks = []
     for name in benchmarks:
-        for task in make_tasks(load_benchmark(name, limit=limit), backend.tokenizer, mode, n_samples=k, seed=cfg.seed):
+        given = (problems or {}).get(name)
+        chosen = list(given)[:limit] if given is not None else load_benchmark(name, limit=limit)
+        for task in make_tasks(chosen, backend.tokenizer, mode, n_samples=k, seed=cfg.seed):
             task.metadata["benchmark"] = name
             tasks.append(task)
     config = {"mode": mode, "self_correction": self_correction, "rollout": dataclasses.asdict(cfg)}
-    records, run = _run_resumable(backend, sandbox, tasks, cfg, out_dir, tag, _math_grader(grader), config, progress)
+    records, run = _run_resumable(backend, sandbox, tasks, cfg, out_dir, tag, math_grader(grader), config, progress)
     summary = {
         **run,
         "mode": mode,

@@ -13,7 +13,11 @@ later stage re-parses rendered text:
 - ``tool_calls``: each call's code, result and token spans (half-open
   ``[start, end)`` indices into ``completion_ids``);
 - ``corrections``: what self-correction threw away (for analysis only; the
-  ids hold only the kept path).
+  ids hold only the kept path);
+- ``token_sources`` (optional, TIRGen records): one character per completion
+  token saying who wrote it: ``a`` the actor (the policy), ``c`` the critic,
+  ``t`` a tool output block the kit inserted. SFT trains on ``a`` and ``c``
+  and may mask ``t``; analysis can tell who wrote what. None elsewhere.
 
 Covered: JSONL (append-safe, resumable) and ``datasets.Dataset`` round trips.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed")
+TOKEN_SOURCES = {"a": "actor", "c": "critic", "t": "tool output"}
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Trajectory:
     correct: bool | None = None
     finish_reason: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    token_sources: str | None = None  # one of TOKEN_SOURCES per completion token (TIRGen records)
 
     def __post_init__(self) -> None:
         self.tool_calls = [c if isinstance(c, ToolCall) else ToolCall(**c) for c in self.tool_calls]
@@ -97,6 +103,15 @@ class Trajectory:
             )
         if any(m not in (0, 1) for m in self.mask):
             raise ValueError(f"trajectory {self.question_id!r}: mask entries must be 0 or 1")
+        if self.token_sources is not None:
+            if len(self.token_sources) != n:
+                raise ValueError(
+                    f"trajectory {self.question_id!r}: token_sources has {len(self.token_sources)} entries for {n} tokens"
+                )
+            if bad := set(self.token_sources) - set(TOKEN_SOURCES):
+                raise ValueError(
+                    f"trajectory {self.question_id!r}: token_sources holds {sorted(bad)}; allowed: {TOKEN_SOURCES}"
+                )
         for call in self.tool_calls:
             for name in ("code_span", "output_span"):
                 start, end = getattr(call, name)

@@ -100,14 +100,14 @@ def make_tasks(
                     question=problem.question,
                     gold_answer=problem.answer,
                     prompt_ids=prompt_ids,
-                    seed=_mix(seed, str(problem.id), k),
+                    seed=mix_seed(seed, str(problem.id), k),
                     metadata={"sample": k, "mode": mode, "source": getattr(problem, "source", "")},
                 )
             )
     return tasks
 
 
-def _mix(*parts) -> int:
+def mix_seed(*parts) -> int:
     """A stable 31-bit seed from parts (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
@@ -167,17 +167,26 @@ class _Builder:
         return dropped
 
 
-async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: RolloutConfig) -> Trajectory:
-    """Produce one trajectory for ``task`` (see the module docstring for the loop)."""
+async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: RolloutConfig, session=None) -> Trajectory:
+    """Produce one trajectory for ``task`` (see the module docstring for the loop).
+
+    ``session``: an open sandbox session to run the code in, kept open
+    afterwards and not replayed (TIRGen runs a trajectory's actor steps and
+    critic rewrites in one session, so state carries from step to step); by
+    default a new session of ``sandbox`` is opened, the prefix's calls are
+    replayed into it, and it is closed at the end.
+    """
     b = _Builder(task, backend.tokenizer)
     key = f"{task.question_id}/{uuid.uuid4().hex}"
-    session = sandbox.session() if cfg.tools else None
+    own_session = session is None and cfg.tools
+    if own_session:
+        session = sandbox.session()
     rounds, retries, segments = 0, 0, 0
     stops = tuple(dict.fromkeys(((CODE_STOP,) if cfg.tools else ()) + cfg.step_stop))
     base_seed = task.seed if task.seed is not None else cfg.seed
     finish = ""
     try:
-        if session is not None:
+        if own_session:
             for call in b.calls:  # rebuild the prefix's sandbox state
                 if call.success:
                     await asyncio.to_thread(session.run, call.code, cfg.code_timeout_s)
@@ -192,7 +201,7 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
                     max_new_tokens=budget,
                     stop=stops,
                     sampling=cfg.sampling,
-                    seed=_mix(base_seed, segments),
+                    seed=mix_seed(base_seed, segments),
                     key=key,
                 )
             )
@@ -256,7 +265,7 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
                 finish = "code_executed"
     finally:
         backend.release(key)
-        if session is not None:
+        if own_session:
             session.close()
     text = b.text()
     return Trajectory(

@@ -1,0 +1,424 @@
+"""A TIRGen run: problems, generation, grading, filtering, the SFT export and statistics, resumably.
+
+Files in the run folder (one per shard; ``merge`` joins shards into one):
+
+- ``config.json``: the generation settings; resuming with others is refused
+  (filters and export are re-run freely: they only read the files);
+- ``problems.jsonl``: the problems of this run (later stages exclude them
+  from held-out sets: ``load_problems``);
+- ``cot/``: the CoT pre-filter's evaluation records (``cot_filter_k > 0``);
+- ``attempts.jsonl``: every attempt, graded, appended as it finishes. A run
+  killed at any moment (SIGKILL) resumes without losing or redoing finished
+  attempts (a torn last line is repaired);
+- ``kept.jsonl``, ``sft/`` (``thor_core.sft_data``: SFTTrainer-ready
+  ``input_ids`` + ``labels``), ``stats.json`` (funnel and statistics),
+  ``timing.json`` (wall-clock of every generation call).
+
+``python -m thor_core.tirgen --config params/cpu/01_tirgen.yaml --shard 0/4 --out-dir DIR`` runs one
+shard; ``python -m thor_core.tirgen merge DIR0 DIR1 ... --out-dir DIR`` merges.
+
+Covered: the above, ``TIRGenParams`` (notebook 01's parameters). Not covered:
+the actor-critic loop itself (``actor_critic``), the rules (``tirgen_filters``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from thor_core import actor_critic, tirgen_filters
+from thor_core.backends.base import SamplingParams
+from thor_core.data import Problem, load_benchmark
+from thor_core.evaluation import GradedWriter, check_config, evaluate, load_records, math_grader
+from thor_core.models import DEFAULT_MODEL
+from thor_core.record import Trajectory, write_jsonl
+from thor_core.rollout import RolloutConfig, _run_coroutine, make_tasks
+from thor_core.runs import load_params_file, repo_path, write_json_atomic
+from thor_core.sft_data import save_sft_dataset
+
+Backend = Literal["auto", "hf", "vllm", "openai"]
+
+
+@dataclass
+class TIRGenParams:
+    """Parameters of notebook 01 (TIRGen); see params/*/01_tirgen.yaml."""
+
+    actor_model: str = field(default=DEFAULT_MODEL, metadata={"help": "the policy that writes every step"})
+    actor_backend: Backend = field(default="auto", metadata={"help": "auto: vllm where installed, else hf"})
+    critic_model: str | None = field(default=None, metadata={"help": "null: the actor's model (one shared backend)"})
+    critic_backend: Backend = field(default="auto", metadata={"help": "openai: a `vllm serve` of a larger model"})
+    critic_base_url: str | None = field(default=None, metadata={"help": "for critic_backend openai"})
+    problems: str = field(default="generated", metadata={"help": "'generated' (thor_core.problems) or a benchmark"})
+    n_problems: int = field(default=200, metadata={"help": "problems to draw (all shards together)"})
+    problem_seed: int = field(default=1000, metadata={"help": "seed of the generated problems"})
+    levels: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "difficulty levels 1-3"})
+    kinds: list[str] | None = field(default=None, metadata={"help": "problem kinds (null: all)"})
+    k: int = field(default=4, metadata={"help": "attempts per question (authors: 8)"})
+    step_tokens: int = field(default=512, metadata={"help": "L_step: 512 non-reasoning, 4096 reasoning models"})
+    step_stop: list[str] = field(default_factory=lambda: ["\n\n"], metadata={"help": "a step also ends here"})
+    max_new_tokens: int = field(default=1536, metadata={"help": "completion cap, tool outputs included"})
+    max_steps: int = field(default=24, metadata={"help": "actor steps per attempt"})
+    max_tool_rounds: int = field(default=5, metadata={"help": "code rounds per step (actor or critic)"})
+    long_cot: bool = field(default=False, metadata={"help": "critic only inside <think>...</think>"})
+    critic_min_step_tokens: int = field(default=1, metadata={"help": "shorter steps skip the critic"})
+    critic_max_new_tokens: int = field(default=768, metadata={"help": "budget of one critic rewrite"})
+    critic_retries: int = field(default=0, metadata={"help": "0: a failed critic call drops the attempt"})
+    actor_temperature: float = field(default=0.7, metadata={"help": "actor sampling temperature"})
+    critic_temperature: float = field(default=0.2, metadata={"help": "critic sampling temperature"})
+    actor_prompt: Literal["cot", "tir"] = field(default="cot", metadata={"help": "prompt the actor writes under"})
+    code_timeout_s: float | None = field(default=None, metadata={"help": "per call (null: sandbox default)"})
+    nontrivial_code: Literal["paper", "authors", "off"] = field(default="paper", metadata={"help": "code rule"})
+    one_call_keep: float = field(default=0.5, metadata={"help": "share of 1-call samples kept (1.0: all)"})
+    cot_filter_k: int = field(default=0, metadata={"help": "CoT samples per question for the pre-filter (0: off)"})
+    cot_solved_at: float = field(default=1.0, metadata={"help": "drop a question when CoT accuracy >= this"})
+    cot_max_new_tokens: int = field(default=1024, metadata={"help": "CoT pre-filter budget"})
+    mask_tool_outputs: bool = field(default=False, metadata={"help": "export: -100 labels on output blocks"})
+    max_in_flight: int = field(default=32, metadata={"help": "attempts generating at once"})
+    shard: str = field(default="0/1", metadata={"help": "'i/n': this process takes problems i, i+n, ..."})
+    seed: int = field(default=0, metadata={"help": "sampling and selection seed"})
+    show_trajectories: int = field(default=3, metadata={"help": "records rendered in the notebook"})
+    run_dir: str | None = field(default=None, metadata={"help": "output folder (run_notebook sets it)"})
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("n_problems", "k", "max_in_flight"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.cot_solved_at <= 1.0:
+            problems.append(f"cot_solved_at must be in [0, 1], got {self.cot_solved_at}")
+        try:
+            self.shard_index()
+        except ValueError as e:
+            problems.append(str(e))
+        if self.critic_backend == "openai" and not self.critic_base_url:
+            problems.append("critic_backend 'openai' needs critic_base_url (e.g. http://host:8000/v1)")
+        if problems:
+            raise ValueError("TIRGenParams: " + "; ".join(problems))
+        self.tirgen_config()  # its own checks
+        self.filter_config()
+
+    def shard_index(self) -> tuple[int, int]:
+        try:
+            i, n = (int(x) for x in self.shard.split("/"))
+        except ValueError:
+            raise ValueError(f"shard must look like 'i/n' (e.g. '0/4'), got {self.shard!r}") from None
+        if not 0 <= i < n:
+            raise ValueError(f"shard {self.shard!r}: need 0 <= i < n")
+        return i, n
+
+    def tirgen_config(self) -> actor_critic.TIRGenConfig:
+        return actor_critic.TIRGenConfig(
+            step_tokens=self.step_tokens,
+            step_stop=tuple(self.step_stop),
+            max_new_tokens=self.max_new_tokens,
+            max_steps=self.max_steps,
+            max_tool_rounds=self.max_tool_rounds,
+            long_cot=self.long_cot,
+            critic_min_step_tokens=self.critic_min_step_tokens,
+            critic_max_new_tokens=self.critic_max_new_tokens,
+            critic_retries=self.critic_retries,
+            actor_sampling=SamplingParams(temperature=self.actor_temperature),
+            critic_sampling=SamplingParams(temperature=self.critic_temperature),
+            actor_prompt=self.actor_prompt,
+            code_timeout_s=self.code_timeout_s,
+        )
+
+    def filter_config(self) -> tirgen_filters.FilterConfig:
+        return tirgen_filters.FilterConfig(
+            nontrivial=self.nontrivial_code, one_call_keep=self.one_call_keep, seed=self.seed
+        )
+
+    def generation_config(self) -> dict[str, Any]:
+        """What decides the attempts (resuming with another is refused); filters and export are not in it."""
+        keys = ("actor_model", "critic_model", "problems", "n_problems", "problem_seed", "levels", "kinds", "k")
+        return {
+            **{key: getattr(self, key) for key in keys},
+            "shard": self.shard,
+            "seed": self.seed,
+            "loop": dataclasses.asdict(self.tirgen_config()),
+        }
+
+
+# ------------------------------------------------------------------ problems
+
+
+def problems_for(p: TIRGenParams) -> list[Problem]:
+    """This shard's problems: every n-th of the full list, starting at i."""
+    if p.problems == "generated":
+        from thor_core.problems import assert_no_overlap, generate_problems
+
+        everything = generate_problems(p.n_problems, p.problem_seed, levels=p.levels, kinds=p.kinds)
+        assert_no_overlap(everything)
+    else:
+        everything = load_benchmark(p.problems, limit=p.n_problems)
+    i, n = p.shard_index()
+    return everything[i::n]
+
+
+def write_problems(problems: list[Problem], out_dir: Path) -> None:
+    tmp = out_dir / ".problems.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(dataclasses.asdict(q), ensure_ascii=False) + "\n" for q in problems))
+    os.replace(tmp, out_dir / "problems.jsonl")
+
+
+def load_problems(run_dir: str | os.PathLike) -> list[Problem]:
+    """The problems a TIRGen run used (to keep them out of held-out sets)."""
+    path = Path(run_dir) / "problems.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a TIRGen run folder (notebooks/01_tirgen.ipynb)?")
+    return [Problem(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- generation
+
+
+def cot_solved(backend, problems: list[Problem], p: TIRGenParams, out_dir: Path, grader=None) -> set[str]:
+    """Question ids that plain CoT solves (accuracy over ``cot_filter_k`` samples >= ``cot_solved_at``)."""
+    cfg = RolloutConfig(
+        max_new_tokens=p.cot_max_new_tokens, sampling=SamplingParams(temperature=p.actor_temperature), seed=p.seed
+    )
+    result = evaluate(
+        backend, None, ["tirgen"], p.cot_filter_k, "cot", False, cfg, out_dir / "cot",
+        grader=grader, problems={"tirgen": problems},
+    )  # fmt: skip
+    hits: dict[str, list[bool]] = {}
+    for r in result.records:
+        hits.setdefault(r.question_id, []).append(bool(r.correct))
+    return {q for q, h in hits.items() if sum(h) / len(h) >= p.cot_solved_at}
+
+
+def generate(
+    actor, critic, sandbox, problems: list[Problem], p: TIRGenParams, out_dir: str | os.PathLike,
+    grader=None, progress: bool = True,
+) -> list[Trajectory]:  # fmt: skip
+    """Run every attempt not yet in ``attempts.jsonl``, grading and appending each; all attempts in task order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_config(out_dir / "config.json", p.generation_config())
+    actor_critic.check_backends(actor, critic)
+    sandbox.health_check()
+    cfg = p.tirgen_config()
+    tasks = make_tasks(problems, actor.tokenizer, cfg.actor_prompt, n_samples=p.k, seed=p.seed)
+    by_id = {q.id: q for q in problems}
+    for t in tasks:
+        meta = by_id[t.question_id].metadata
+        t.metadata.update(kind=meta.get("kind", ""), level=meta.get("level", 0))
+    path = out_dir / "attempts.jsonl"
+    done = load_records(path)
+    todo = [t for t in tasks if (t.question_id, t.metadata["sample"]) not in done]
+    t0 = time.monotonic()
+    if todo:
+        writer = GradedWriter(path, math_grader(grader))
+        try:
+            _run_coroutine(_generate_all(actor, critic, sandbox, todo, cfg, p.max_in_flight, writer, progress))
+        finally:
+            writer.close()
+        done = load_records(path)
+    _add_timing(out_dir, len(todo), time.monotonic() - t0)
+    return [done[(t.question_id, t.metadata["sample"])] for t in tasks]
+
+
+async def _generate_all(actor, critic, sandbox, tasks, cfg, max_in_flight: int, writer, progress: bool) -> None:
+    import asyncio
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc="TIRGen attempts", unit="attempt", disable=not progress)
+    gate = asyncio.Semaphore(max_in_flight)
+
+    async def one(task):
+        async with gate:
+            record = await actor_critic.generate_one(actor, critic, sandbox, task, cfg)
+        writer.submit(0, record)
+        bar.update(1)
+
+    try:
+        await asyncio.gather(*(one(t) for t in tasks))
+    finally:
+        bar.close()
+
+
+def _add_timing(out_dir: Path, new: int, seconds: float) -> None:
+    path = out_dir / "timing.json"
+    calls = json.loads(path.read_text())["calls"] if path.exists() else []
+    calls.append({"new_attempts": new, "wall_s": round(seconds, 1)})
+    write_json_atomic(path, {"calls": calls, "wall_s_total": round(sum(c["wall_s"] for c in calls), 1)})
+
+
+# ------------------------------------------------------------ filter + export
+
+
+def finalize(out_dir: str | os.PathLike, tokenizer, p: TIRGenParams, cot_dropped: set[str] | None = None) -> dict:
+    """Filter ``attempts.jsonl``, write ``kept.jsonl``, the SFT dataset ``sft/`` and ``stats.json``; return the stats."""
+    out_dir = Path(out_dir)
+    attempts = list(load_records(out_dir / "attempts.jsonl").values())
+    kept, funnel = tirgen_filters.select(attempts, p.filter_config())
+    tmp = out_dir / ".kept.jsonl.tmp"
+    write_jsonl(kept, tmp)
+    os.replace(tmp, out_dir / "kept.jsonl")
+    save_sft_dataset(kept, tokenizer, out_dir / "sft", p.mask_tool_outputs)
+    n_questions = len(load_problems(out_dir))
+    if cot_dropped is None:
+        cot_path = out_dir / "cot_dropped.json"
+        cot_dropped = set(json.loads(cot_path.read_text())) if cot_path.exists() else set()
+    timing = json.loads((out_dir / "timing.json").read_text()) if (out_dir / "timing.json").exists() else {}
+    stats = statistics_of(attempts, kept, funnel, n_questions, len(cot_dropped), timing.get("wall_s_total"))
+    write_json_atomic(out_dir / "stats.json", stats)
+    return stats
+
+
+def statistics_of(
+    attempts: list[Trajectory], kept: list[Trajectory], funnel: list[dict], n_questions: int, n_cot_dropped: int,
+    wall_s: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The funnel, code-call histogram, critic shares, tokens, sources, keep rate per level and kind, time."""
+    t = [r.metadata.get("tirgen", {}) for r in attempts]
+    judged = sum(x.get("rewritten", 0) + x.get("no_code", 0) for x in t)
+    steps = sum(x.get("steps", 0) for x in t)
+    sources = Counter("".join(r.token_sources or "" for r in kept))
+    n_tokens = [len(r.completion_ids) for r in kept]
+
+    def rate_by(key: str) -> dict[str, dict]:
+        asked = Counter(str(r.metadata.get(key)) for r in attempts if r.metadata.get("sample", 0) == 0)
+        got = Counter(str(r.metadata.get(key)) for r in kept)
+        return {v: {"questions": n, "kept": got[v], "keep_rate": got[v] / n} for v, n in sorted(asked.items())}
+
+    return {
+        "questions": n_questions,
+        "cot_dropped_questions": n_cot_dropped,
+        "attempts": len(attempts),
+        "kept": len(kept),
+        "keep_rate": len(kept) / n_questions if n_questions else None,
+        "funnel": [{"stage": "questions", "samples": None, "questions": n_questions}]
+        + (
+            [{"stage": "not_solved_by_cot", "samples": None, "questions": n_questions - n_cot_dropped}]
+            if n_cot_dropped
+            else []
+        )
+        + funnel,
+        "calls_histogram": dict(sorted(Counter(r.n_calls for r in kept).items())),
+        "critic": {
+            "steps": steps,
+            "critic_calls": sum(x.get("critic_calls", 0) for x in t),
+            "rewritten": sum(x.get("rewritten", 0) for x in t),
+            "no_code": sum(x.get("no_code", 0) for x in t),
+            "skipped": sum(x.get("skipped", 0) for x in t),
+            "cut_before_answer": sum(x.get("cut", 0) for x in t),
+            "failures": dict(Counter(f for x in t for f in x.get("critic_failures", []))),
+            "rewrite_share_of_judged": sum(x.get("rewritten", 0) for x in t) / judged if judged else None,
+            "rewrite_share_of_steps": sum(x.get("rewritten", 0) for x in t) / steps if steps else None,
+        },
+        "stops": dict(Counter(x.get("stop", "") for x in t)),
+        "tokens_per_kept": {
+            "mean": statistics.fmean(n_tokens) if n_tokens else None,
+            "median": statistics.median(n_tokens) if n_tokens else None,
+            "max": max(n_tokens) if n_tokens else None,
+        },
+        "token_sources": {k: v / sum(sources.values()) for k, v in sorted(sources.items())} if sources else {},
+        "by_level": rate_by("level"),
+        "by_kind": rate_by("kind"),
+        "wall_s": wall_s,
+        "s_per_kept": wall_s / len(kept) if wall_s and kept else None,
+    }
+
+
+# -------------------------------------------------------------------- drivers
+
+
+def open_backends(p: TIRGenParams, stack):
+    """(actor, critic) backends entered on ``stack``; one shared backend when they are the same model."""
+    from thor_core.backends import make_backend
+
+    options = {"max_batch": p.max_in_flight} if p.actor_backend == "hf" else {}
+    actor = stack.enter_context(make_backend(p.actor_backend, p.actor_model, **options))
+    if p.critic_model in (None, p.actor_model) and p.critic_backend in (p.actor_backend, "auto"):
+        return actor, actor
+    extra = {"base_url": p.critic_base_url} if p.critic_backend == "openai" else {}
+    critic = stack.enter_context(make_backend(p.critic_backend, p.critic_model or p.actor_model, **extra))
+    return actor, critic
+
+
+def run(p: TIRGenParams, out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """The whole stage for one shard: problems, CoT pre-filter, generation, filter and export; returns the stats."""
+    from contextlib import ExitStack
+
+    from thor_core.grading import Grader
+    from thor_core.sandbox import Sandbox, SandboxConfig
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    problems = problems_for(p)
+    write_problems(problems, out_dir)
+    with ExitStack() as stack:
+        actor, critic = open_backends(p, stack)
+        sandbox = stack.enter_context(Sandbox(SandboxConfig()))
+        grader = stack.enter_context(Grader())
+        dropped: set[str] = set()
+        if p.cot_filter_k > 0:
+            dropped = cot_solved(actor, problems, p, out_dir, grader)
+            write_json_atomic(out_dir / "cot_dropped.json", sorted(dropped))
+        generate(actor, critic, sandbox, [q for q in problems if q.id not in dropped], p, out_dir, grader, progress)
+        return finalize(out_dir, actor.tokenizer, p, dropped)
+
+
+def merge(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, tokenizer, p: TIRGenParams) -> dict:
+    """Join shard folders into ``out_dir`` (problems, attempts, CoT drops, timing) and finalize it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    configs = [json.loads((Path(d) / "config.json").read_text()) for d in shard_dirs]
+    if len({json.dumps({**c, "shard": None}, sort_keys=True) for c in configs}) != 1:
+        raise ValueError(f"shards {list(map(str, shard_dirs))} were made with different settings (config.json)")
+    problems, attempts, dropped, calls = [], [], set(), []
+    for d in map(Path, shard_dirs):
+        problems += load_problems(d)
+        attempts += list(load_records(d / "attempts.jsonl").values())
+        if (d / "cot_dropped.json").exists():
+            dropped |= set(json.loads((d / "cot_dropped.json").read_text()))
+        if (d / "timing.json").exists():
+            calls += json.loads((d / "timing.json").read_text())["calls"]
+    write_problems(problems, out_dir)
+    write_jsonl(attempts, out_dir / ".attempts.jsonl.tmp")
+    os.replace(out_dir / ".attempts.jsonl.tmp", out_dir / "attempts.jsonl")
+    write_json_atomic(out_dir / "cot_dropped.json", sorted(dropped))
+    write_json_atomic(
+        out_dir / "timing.json", {"calls": calls, "wall_s_total": round(sum(c["wall_s"] for c in calls), 1)}
+    )
+    write_json_atomic(out_dir / "config.json", {**configs[0], "shard": f"merged from {len(shard_dirs)}"})
+    return finalize(out_dir, tokenizer, p, dropped)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m thor_core.tirgen", description=__doc__.splitlines()[0])
+    ap.add_argument("shards", nargs="*", help="'merge' followed by shard folders to merge")
+    ap.add_argument("--config", help="a YAML file of TIRGenParams (e.g. params/cpu/01_tirgen.yaml)")
+    ap.add_argument("--shard", help="i/n: run only this shard (overrides the file's shard)")
+    ap.add_argument("--out-dir", required=True, help="run folder")
+    args = ap.parse_args(argv)
+    p = load_params_file(TIRGenParams, repo_path(args.config)) if args.config else TIRGenParams()
+    if args.shard:
+        p = dataclasses.replace(p, shard=args.shard)
+    if args.shards:
+        if args.shards[0] != "merge" or len(args.shards) < 2:
+            ap.error("positional arguments: merge DIR [DIR ...]")
+        from transformers import AutoTokenizer
+
+        from thor_core.models import resolve_model
+
+        stats = merge(args.shards[1:], args.out_dir, AutoTokenizer.from_pretrained(resolve_model(p.actor_model)), p)
+    else:
+        stats = run(p, args.out_dir, progress=sys.stderr.isatty())
+    print(json.dumps({k: stats[k] for k in ("questions", "attempts", "kept", "keep_rate", "s_per_kept")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
