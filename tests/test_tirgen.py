@@ -46,7 +46,7 @@ def make_critic_policy(fail_first: bool = False):
         if "Step B" in step:
             if "```output" in done:
                 return "So 12 times 13 is 156." + END
-            return "Step B: compute it.\n```python\nprod = 12 * 13\nprint(prod)\n```\n```output\n999\n```\n"
+            return "Step B: compute it.\n```python\nimport math\nprod = math.prod([12, 13])\nprint(prod)\n```\n```output\n999\n```\n"
         if "Step C" in step:
             calls["n"] += "```" not in done  # a new critic attempt starts with an empty rewrite
             if fail_first and calls["n"] == 1:

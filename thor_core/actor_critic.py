@@ -245,7 +245,7 @@ async def generate_one(actor: Backend, critic: Backend, sandbox, task: RolloutTa
     finally:
         await asyncio.to_thread(session.close)
     stats["stop"] = stats["stop"] or ("critic_failed" if stats["dropped"] else finish)
-    stats["wall_s"] = round(time.monotonic() - t0, 3)
+    stats["wall_s"], stats["finished_at"] = round(time.monotonic() - t0, 3), round(time.time(), 3)
     return path.as_prefix(task, tok, finish or "length", {**task.metadata, "seed": seed, "tirgen": stats})
 
 

@@ -12,7 +12,8 @@ Files in the run folder (one per shard; ``merge`` joins shards into one):
   attempts (a torn last line is repaired);
 - ``kept.jsonl``, ``sft/`` (``thor_core.sft_data``: SFTTrainer-ready
   ``input_ids`` + ``labels``), ``stats.json`` (funnel and statistics),
-  ``timing.json`` (wall-clock of every generation call).
+  ``timing.json`` (start and wall-clock of every generation call; a killed
+  call is timed by its last finished attempt).
 
 ``python -m thor_core.tirgen --config params/cpu/01_tirgen.yaml --shard 0/4 --out-dir DIR`` runs one
 shard; ``python -m thor_core.tirgen merge DIR0 DIR1 ... --out-dir DIR`` merges.
@@ -139,7 +140,9 @@ class TIRGenParams:
 
     def generation_config(self) -> dict[str, Any]:
         """What decides the attempts (resuming with another is refused); filters and export are not in it."""
-        keys = ("actor_model", "critic_model", "problems", "n_problems", "problem_seed", "levels", "kinds", "k")
+        # n_problems is left out on purpose: problem i is the same whatever n is (generate_problems draws in
+        # order; benchmarks keep their order), so a run can grow or shrink and keeps every attempt it made.
+        keys = ("actor_model", "critic_model", "problems", "problem_seed", "levels", "kinds", "k")
         return {
             **{key: getattr(self, key) for key in keys},
             "shard": self.shard,
@@ -164,7 +167,8 @@ def problems_for(p: TIRGenParams) -> list[Problem]:
     return everything[i::n]
 
 
-def write_problems(problems: list[Problem], out_dir: Path) -> None:
+def write_problems(problems: list[Problem], out_dir: str | os.PathLike) -> None:
+    out_dir = Path(out_dir)
     tmp = out_dir / ".problems.jsonl.tmp"
     tmp.write_text("".join(json.dumps(dataclasses.asdict(q), ensure_ascii=False) + "\n" for q in problems))
     os.replace(tmp, out_dir / "problems.jsonl")
@@ -179,6 +183,18 @@ def load_problems(run_dir: str | os.PathLike) -> list[Problem]:
 
 
 # ---------------------------------------------------------------- generation
+
+
+def cot_prefilter(backend, problems: list[Problem], p: TIRGenParams, out_dir, grader=None) -> list[Problem]:
+    """The problems plain CoT does not already solve (all of them when ``cot_filter_k`` is 0).
+
+    Solved: CoT accuracy over ``cot_filter_k`` samples >= ``cot_solved_at``;
+    their ids go to ``cot_dropped.json``, the CoT records to ``cot/``.
+    """
+    out_dir = Path(out_dir)
+    solved = cot_solved(backend, problems, p, out_dir, grader) if p.cot_filter_k > 0 else set()
+    write_json_atomic(out_dir / "cot_dropped.json", sorted(solved))
+    return [q for q in problems if q.id not in solved]
 
 
 def cot_solved(backend, problems: list[Problem], p: TIRGenParams, out_dir: Path, grader=None) -> set[str]:
@@ -215,7 +231,7 @@ def generate(
     path = out_dir / "attempts.jsonl"
     done = load_records(path)
     todo = [t for t in tasks if (t.question_id, t.metadata["sample"]) not in done]
-    t0 = time.monotonic()
+    session = _start_timing(out_dir, len(todo))
     if todo:
         writer = GradedWriter(path, math_grader(grader))
         try:
@@ -223,7 +239,7 @@ def generate(
         finally:
             writer.close()
         done = load_records(path)
-    _add_timing(out_dir, len(todo), time.monotonic() - t0)
+    _end_timing(out_dir, session)
     return [done[(t.question_id, t.metadata["sample"])] for t in tasks]
 
 
@@ -247,11 +263,39 @@ async def _generate_all(actor, critic, sandbox, tasks, cfg, max_in_flight: int, 
         bar.close()
 
 
-def _add_timing(out_dir: Path, new: int, seconds: float) -> None:
+def _start_timing(out_dir: Path, new: int) -> int:
+    """Log a generation call in ``timing.json`` before it starts (a killed call keeps its start)."""
     path = out_dir / "timing.json"
     calls = json.loads(path.read_text())["calls"] if path.exists() else []
-    calls.append({"new_attempts": new, "wall_s": round(seconds, 1)})
-    write_json_atomic(path, {"calls": calls, "wall_s_total": round(sum(c["wall_s"] for c in calls), 1)})
+    calls.append({"started_at": round(time.time(), 1), "new_attempts": new, "wall_s": None})
+    write_json_atomic(path, {"calls": calls})
+    return len(calls) - 1
+
+
+def _end_timing(out_dir: Path, index: int) -> None:
+    path = out_dir / "timing.json"
+    calls = json.loads(path.read_text())["calls"]
+    calls[index]["wall_s"] = round(time.time() - calls[index]["started_at"], 1)
+    write_json_atomic(path, {"calls": calls})
+
+
+def wall_seconds(calls: list[dict], attempts: list[Trajectory]) -> float | None:
+    """Generation wall-clock over all calls; a killed call counts until its last finished attempt."""
+    if not calls:
+        return None
+    total = 0.0
+    for i, call in enumerate(calls):
+        if call.get("wall_s") is not None:
+            total += call["wall_s"]
+            continue
+        until = calls[i + 1]["started_at"] if i + 1 < len(calls) else float("inf")
+        ends = [t for r in attempts if call["started_at"] <= (t := _finished_at(r)) < until]
+        total += (max(ends) - call["started_at"]) if ends else 0.0
+    return round(total, 1)
+
+
+def _finished_at(record: Trajectory) -> float:
+    return record.metadata.get("tirgen", {}).get("finished_at", -1.0)
 
 
 # ------------------------------------------------------------ filter + export
@@ -260,18 +304,19 @@ def _add_timing(out_dir: Path, new: int, seconds: float) -> None:
 def finalize(out_dir: str | os.PathLike, tokenizer, p: TIRGenParams, cot_dropped: set[str] | None = None) -> dict:
     """Filter ``attempts.jsonl``, write ``kept.jsonl``, the SFT dataset ``sft/`` and ``stats.json``; return the stats."""
     out_dir = Path(out_dir)
-    attempts = list(load_records(out_dir / "attempts.jsonl").values())
+    asked = {q.id for q in load_problems(out_dir)}
+    attempts = [r for r in load_records(out_dir / "attempts.jsonl").values() if r.question_id in asked]
     kept, funnel = tirgen_filters.select(attempts, p.filter_config())
     tmp = out_dir / ".kept.jsonl.tmp"
     write_jsonl(kept, tmp)
     os.replace(tmp, out_dir / "kept.jsonl")
     save_sft_dataset(kept, tokenizer, out_dir / "sft", p.mask_tool_outputs)
-    n_questions = len(load_problems(out_dir))
+    n_questions = len(asked)
     if cot_dropped is None:
         cot_path = out_dir / "cot_dropped.json"
         cot_dropped = set(json.loads(cot_path.read_text())) if cot_path.exists() else set()
-    timing = json.loads((out_dir / "timing.json").read_text()) if (out_dir / "timing.json").exists() else {}
-    stats = statistics_of(attempts, kept, funnel, n_questions, len(cot_dropped), timing.get("wall_s_total"))
+    calls = json.loads((out_dir / "timing.json").read_text())["calls"] if (out_dir / "timing.json").exists() else []
+    stats = statistics_of(attempts, kept, funnel, n_questions, len(cot_dropped), wall_seconds(calls, attempts))
     write_json_atomic(out_dir / "stats.json", stats)
     return stats
 
@@ -362,12 +407,9 @@ def run(p: TIRGenParams, out_dir: str | os.PathLike, progress: bool = True) -> d
         actor, critic = open_backends(p, stack)
         sandbox = stack.enter_context(Sandbox(SandboxConfig()))
         grader = stack.enter_context(Grader())
-        dropped: set[str] = set()
-        if p.cot_filter_k > 0:
-            dropped = cot_solved(actor, problems, p, out_dir, grader)
-            write_json_atomic(out_dir / "cot_dropped.json", sorted(dropped))
-        generate(actor, critic, sandbox, [q for q in problems if q.id not in dropped], p, out_dir, grader, progress)
-        return finalize(out_dir, actor.tokenizer, p, dropped)
+        todo = cot_prefilter(actor, problems, p, out_dir, grader)
+        generate(actor, critic, sandbox, todo, p, out_dir, grader, progress)
+        return finalize(out_dir, actor.tokenizer, p)
 
 
 def merge(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, tokenizer, p: TIRGenParams) -> dict:
@@ -389,9 +431,7 @@ def merge(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, token
     write_jsonl(attempts, out_dir / ".attempts.jsonl.tmp")
     os.replace(out_dir / ".attempts.jsonl.tmp", out_dir / "attempts.jsonl")
     write_json_atomic(out_dir / "cot_dropped.json", sorted(dropped))
-    write_json_atomic(
-        out_dir / "timing.json", {"calls": calls, "wall_s_total": round(sum(c["wall_s"] for c in calls), 1)}
-    )
+    write_json_atomic(out_dir / "timing.json", {"calls": sorted(calls, key=lambda c: c["started_at"])})
     write_json_atomic(out_dir / "config.json", {**configs[0], "shard": f"merged from {len(shard_dirs)}"})
     return finalize(out_dir, tokenizer, p, dropped)
 

@@ -1,0 +1,33 @@
+"""Notebook 01 (TIRGen) headless with the smoke profile: loop, CoT pre-filter, filters, export, figures."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from thor_core import sft_data, tirgen
+from thor_core.runs import run_notebook
+
+
+@pytest.mark.notebook
+@pytest.mark.model
+def test_notebook_01_smoke(tmp_path):
+    executed = run_notebook("01_tirgen", profile="smoke", out_dir=tmp_path / "nb01")
+    run_dir = executed.parent
+    nb = nbformat.read(executed, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "ok"
+    stats = json.loads((run_dir / "stats.json").read_text())
+    assert stats["questions"] == 4 and len(tirgen.load_problems(run_dir)) == 4
+    assert (run_dir / "cot" / "records-cot.jsonl").exists()  # the CoT pre-filter ran (cot_filter_k: 1)
+    kept_questions = 4 - stats["cot_dropped_questions"]
+    assert stats["attempts"] == kept_questions  # k: 1
+    assert [r["stage"] for r in stats["funnel"] if r["samples"] is not None][0] == "generated"
+    assert stats["critic"]["steps"] >= stats["attempts"]
+    assert len(sft_data.load_sft_dataset(run_dir / "sft")) == stats["kept"]
+    assert (run_dir / "funnel.png").stat().st_size > 1000 and (run_dir / "funnel.pdf").exists()
+    html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "title=\"actor\"" in html  # trajectories rendered by writer
