@@ -167,3 +167,29 @@ def test_a_run_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
     assert calls[-1]["new_attempts"] == 20 - len(done_before)  # finished attempts were not redone
     assert calls[0]["wall_s"] is None and calls[-1]["wall_s"] > 0  # the killed call never finished
     assert tirgen.wall_seconds(calls, records) > calls[-1]["wall_s"]  # ... and is timed by its last attempt
+
+
+@pytest.mark.model
+def test_the_export_loads_unchanged_into_trl_sft_trainer(sandbox, tmp_path):
+    """TRL 1.16 must train on our ids and labels as given: no re-tokenising, no masks of its own."""
+    from trl import SFTConfig, SFTTrainer
+
+    from thor_core.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer("embedded:smollm2-135m-instruct")  # a fresh copy: it gets trained
+    generate(tok, sandbox, problems(3), tmp_path / "run")
+    ds = sft_data.load_sft_dataset(tmp_path / "run" / "sft").select_columns(["input_ids", "labels"])
+    assert len(ds) == 2
+    args = SFTConfig(
+        output_dir=str(tmp_path / "trl"), per_device_train_batch_size=2, max_steps=1, report_to=[],
+        bf16=False, gradient_checkpointing=False, max_length=None, learning_rate=1e-5, use_cpu=True,
+    )  # fmt: skip
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    assert trainer.train_dataset["input_ids"] == ds["input_ids"]
+    assert trainer.train_dataset["labels"] == ds["labels"]
+    batch = next(iter(trainer.get_train_dataloader()))
+    rows = {tuple(x): y for x, y in zip(ds["input_ids"], ds["labels"], strict=True)}
+    for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True):
+        n = next(n for n in range(len(ids), 0, -1) if tuple(ids[:n]) in rows)  # the rest is padding
+        assert labels[:n] == rows[tuple(ids[:n])] and all(x == -100 for x in labels[n:])
+    assert trainer.train().training_loss > 0
