@@ -25,18 +25,17 @@ the actor-critic loop itself (``actor_critic``), the rules (``tirgen_filters``).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thor_core import actor_critic, tirgen_filters
+from thor_core import actor_critic, tirgen_filters, tirgen_report
 from thor_core.backends.base import SamplingParams
 from thor_core.data import Problem, load_benchmark
 from thor_core.evaluation import GradedWriter, check_config, evaluate, load_records, math_grader
@@ -244,8 +243,6 @@ def generate(
 
 
 async def _generate_all(actor, critic, sandbox, tasks, cfg, max_in_flight: int, writer, progress: bool) -> None:
-    import asyncio
-
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(tasks), desc="TIRGen attempts", unit="attempt", disable=not progress)
@@ -316,64 +313,11 @@ def finalize(out_dir: str | os.PathLike, tokenizer, p: TIRGenParams, cot_dropped
         cot_path = out_dir / "cot_dropped.json"
         cot_dropped = set(json.loads(cot_path.read_text())) if cot_path.exists() else set()
     calls = json.loads((out_dir / "timing.json").read_text())["calls"] if (out_dir / "timing.json").exists() else []
-    stats = statistics_of(attempts, kept, funnel, n_questions, len(cot_dropped), wall_seconds(calls, attempts))
+    stats = tirgen_report.statistics_of(
+        attempts, kept, funnel, n_questions, len(cot_dropped), wall_seconds(calls, attempts)
+    )
     write_json_atomic(out_dir / "stats.json", stats)
     return stats
-
-
-def statistics_of(
-    attempts: list[Trajectory], kept: list[Trajectory], funnel: list[dict], n_questions: int, n_cot_dropped: int,
-    wall_s: float | None,
-) -> dict[str, Any]:  # fmt: skip
-    """The funnel, code-call histogram, critic shares, tokens, sources, keep rate per level and kind, time."""
-    t = [r.metadata.get("tirgen", {}) for r in attempts]
-    judged = sum(x.get("rewritten", 0) + x.get("no_code", 0) for x in t)
-    steps = sum(x.get("steps", 0) for x in t)
-    sources = Counter("".join(r.token_sources or "" for r in kept))
-    n_tokens = [len(r.completion_ids) for r in kept]
-
-    def rate_by(key: str) -> dict[str, dict]:
-        asked = Counter(str(r.metadata.get(key)) for r in attempts if r.metadata.get("sample", 0) == 0)
-        got = Counter(str(r.metadata.get(key)) for r in kept)
-        return {v: {"questions": n, "kept": got[v], "keep_rate": got[v] / n} for v, n in sorted(asked.items())}
-
-    return {
-        "questions": n_questions,
-        "cot_dropped_questions": n_cot_dropped,
-        "attempts": len(attempts),
-        "kept": len(kept),
-        "keep_rate": len(kept) / n_questions if n_questions else None,
-        "funnel": [{"stage": "questions", "samples": None, "questions": n_questions}]
-        + (
-            [{"stage": "not_solved_by_cot", "samples": None, "questions": n_questions - n_cot_dropped}]
-            if n_cot_dropped
-            else []
-        )
-        + funnel,
-        "calls_histogram": dict(sorted(Counter(r.n_calls for r in kept).items())),
-        "critic": {
-            "steps": steps,
-            "critic_calls": sum(x.get("critic_calls", 0) for x in t),
-            "rewritten": sum(x.get("rewritten", 0) for x in t),
-            "no_code": sum(x.get("no_code", 0) for x in t),
-            "skipped": sum(x.get("skipped", 0) for x in t),
-            "cut_before_answer": sum(x.get("cut", 0) for x in t),
-            "failures": dict(Counter(f for x in t for f in x.get("critic_failures", []))),
-            "rewrite_share_of_judged": sum(x.get("rewritten", 0) for x in t) / judged if judged else None,
-            "rewrite_share_of_steps": sum(x.get("rewritten", 0) for x in t) / steps if steps else None,
-        },
-        "stops": dict(Counter(x.get("stop", "") for x in t)),
-        "tokens_per_kept": {
-            "mean": statistics.fmean(n_tokens) if n_tokens else None,
-            "median": statistics.median(n_tokens) if n_tokens else None,
-            "max": max(n_tokens) if n_tokens else None,
-        },
-        "token_sources": {k: v / sum(sources.values()) for k, v in sorted(sources.items())} if sources else {},
-        "by_level": rate_by("level"),
-        "by_kind": rate_by("kind"),
-        "wall_s": wall_s,
-        "s_per_kept": wall_s / len(kept) if wall_s and kept else None,
-    }
 
 
 # -------------------------------------------------------------------- drivers

@@ -1,6 +1,6 @@
 """What notebook 01 shows of a TIRGen run: the funnel and statistics as tables, figures, and records by writer.
 
-Covered: ``problems_table``, ``funnel_table`` and ``stats_table`` (Markdown from ``stats.json``),
+Covered: ``statistics_of`` (what ``stats.json`` holds), ``problems_table``, ``funnel_table`` and ``stats_table`` (Markdown from ``stats.json``),
 ``plot_funnel`` (the funnel and the code-call histogram, the paper's figure 6,
 saved as PNG and PDF), ``sources_html`` (a record with actor text, critic text
 and tool outputs in different colours; inline styles only, every piece of
@@ -13,10 +13,68 @@ from __future__ import annotations
 
 import html
 import os
+import statistics
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from thor_core.record import Trajectory
+
+
+def statistics_of(
+    attempts: list[Trajectory], kept: list[Trajectory], funnel: list[dict], n_questions: int, n_cot_dropped: int,
+    wall_s: float | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The funnel, code-call histogram, critic shares, tokens, sources, keep rate per level and kind, time."""
+    t = [r.metadata.get("tirgen", {}) for r in attempts]
+    judged = sum(x.get("rewritten", 0) + x.get("no_code", 0) for x in t)
+    steps = sum(x.get("steps", 0) for x in t)
+    sources = Counter("".join(r.token_sources or "" for r in kept))
+    n_tokens = [len(r.completion_ids) for r in kept]
+
+    def rate_by(key: str) -> dict[str, dict]:
+        asked = Counter(str(r.metadata.get(key)) for r in attempts if r.metadata.get("sample", 0) == 0)
+        got = Counter(str(r.metadata.get(key)) for r in kept)
+        return {v: {"questions": n, "kept": got[v], "keep_rate": got[v] / n} for v, n in sorted(asked.items())}
+
+    return {
+        "questions": n_questions,
+        "cot_dropped_questions": n_cot_dropped,
+        "attempts": len(attempts),
+        "kept": len(kept),
+        "keep_rate": len(kept) / n_questions if n_questions else None,
+        "funnel": [{"stage": "questions", "samples": None, "questions": n_questions}]
+        + (
+            [{"stage": "not_solved_by_cot", "samples": None, "questions": n_questions - n_cot_dropped}]
+            if n_cot_dropped
+            else []
+        )
+        + funnel,
+        "calls_histogram": dict(sorted(Counter(r.n_calls for r in kept).items())),
+        "critic": {
+            "steps": steps,
+            "critic_calls": sum(x.get("critic_calls", 0) for x in t),
+            "rewritten": sum(x.get("rewritten", 0) for x in t),
+            "no_code": sum(x.get("no_code", 0) for x in t),
+            "skipped": sum(x.get("skipped", 0) for x in t),
+            "cut_before_answer": sum(x.get("cut", 0) for x in t),
+            "failures": dict(Counter(f for x in t for f in x.get("critic_failures", []))),
+            "rewrite_share_of_judged": sum(x.get("rewritten", 0) for x in t) / judged if judged else None,
+            "rewrite_share_of_steps": sum(x.get("rewritten", 0) for x in t) / steps if steps else None,
+        },
+        "stops": dict(Counter(x.get("stop", "") for x in t)),
+        "tokens_per_kept": {
+            "mean": statistics.fmean(n_tokens) if n_tokens else None,
+            "median": statistics.median(n_tokens) if n_tokens else None,
+            "max": max(n_tokens) if n_tokens else None,
+        },
+        "token_sources": {k: v / sum(sources.values()) for k, v in sorted(sources.items())} if sources else {},
+        "by_level": rate_by("level"),
+        "by_kind": rate_by("kind"),
+        "wall_s": wall_s,
+        "s_per_kept": wall_s / len(kept) if wall_s and kept else None,
+    }
+
 
 STYLE = {
     "a": "color:#1f2328",
