@@ -1,0 +1,67 @@
+"""Paired significance tests for before/after comparisons (pure functions, no scipy).
+
+Covered: McNemar's exact test on paired binary outcomes. Two models answer
+the same (question, sample) pairs under the same seeds; only the discordant
+pairs carry information: ``b`` = pairs the first model got and the second did
+not, ``c`` = the reverse. Under the null (both models equally good) each
+discordant pair is a fair coin, so the two-sided p-value is
+``min(1, 2 * P(X <= min(b, c)))`` for ``X ~ Binomial(b + c, 1/2)``, computed
+exactly with integer binomial coefficients. ``paired_outcomes`` builds the
+table from two mappings of key -> bool; ``mcnemar_exact`` tests it.
+
+Not covered: the mid-p or continuity-corrected chi-square variants,
+confidence intervals, or clustering (several samples of one question are
+treated as independent pairs; with k > 1 samples per question the p-value is
+optimistic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+
+def binomial_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2), exactly (as a float at the end)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts ``b`` and ``c``; 1.0 when both are 0."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, 2.0 * binomial_cdf_half(min(b, c), n))
+
+
+def paired_outcomes(first: Mapping[Hashable, bool], second: Mapping[Hashable, bool]) -> dict[str, Any]:
+    """The 2x2 paired table over the keys both mappings hold, with McNemar's exact p-value.
+
+    ``both``/``neither``: concordant pairs; ``only_first`` (b) and
+    ``only_second`` (c): discordant ones. ``rate_first``/``rate_second`` are
+    the shares of True over the shared keys; ``unpaired`` counts keys only one
+    side has (left out of the test).
+    """
+    shared = sorted(set(first) & set(second), key=repr)
+    table = {"both": 0, "only_first": 0, "only_second": 0, "neither": 0}
+    for key in shared:
+        a, z = bool(first[key]), bool(second[key])
+        table["both" if a and z else "only_first" if a else "only_second" if z else "neither"] += 1
+    n = len(shared)
+    return {
+        **table,
+        "n": n,
+        "unpaired": len(set(first) ^ set(second)),
+        "rate_first": (table["both"] + table["only_first"]) / n if n else None,
+        "rate_second": (table["both"] + table["only_second"]) / n if n else None,
+        "p_value": mcnemar_exact(table["only_first"], table["only_second"]),
+    }
