@@ -198,5 +198,8 @@ def test_a_critic_with_another_vocabulary_is_refused(qwen_tokenizer):
 
     smol_tok = AutoTokenizer.from_pretrained(resolve_model("embedded:smollm2-135m-instruct"))
     a, c = ScriptedBackend(qwen_tokenizer, actor_policy), ScriptedBackend(smol_tok, actor_policy)
-    with pytest.raises(ValueError, match="share a vocabulary"):
+    with pytest.raises(ValueError, match="share the actor's vocabulary"):
         actor_critic.check_backends(a, c)
+    actor_critic.check_backends(a, ScriptedBackend(qwen_tokenizer, actor_policy))  # same vocabulary: fine
+    assert actor_critic.foreign_ids([len(qwen_tokenizer.get_vocab()) + 5], a)
+    assert not actor_critic.foreign_ids(qwen_tokenizer.encode("print(1)"), a)

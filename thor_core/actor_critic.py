@@ -21,7 +21,7 @@ through the engine's concurrency:
 
 Records are token-exact: ids are the actor's sampled ids, the critic's
 sampled ids and the inserted output ids in order, never re-tokenised (a
-critic with another vocabulary is refused); ``token_sources`` says who wrote
+critic whose vocabulary disagrees with the actor's is refused); ``token_sources`` says who wrote
 each token. Long CoT (``long_cot``): the critic works only inside the think
 block; once ``</think>`` is written the actor finishes alone.
 
@@ -92,12 +92,34 @@ class TIRGenConfig:
 
 
 def check_backends(actor: Backend, critic: Backend) -> None:
-    """Refuse a critic whose ids would not mean the same tokens to the actor."""
-    if critic is not actor and critic.tokenizer.get_vocab() != actor.tokenizer.get_vocab():
+    """Refuse a critic whose ids would not mean the same tokens to the actor.
+
+    The tokens both vocabularies hold must have the same ids (Qwen2.5 and Qwen3 do: Qwen3 only adds
+    special tokens); a critic token the actor lacks fails that rewrite at run time (``foreign_ids``).
+    """
+    if critic is actor:
+        return
+    a, c = actor.tokenizer.get_vocab(), critic.tokenizer.get_vocab()
+    clash = [t for t in a.keys() & c.keys() if a[t] != c[t]]
+    if clash or len(a.keys() & c.keys()) < 0.99 * len(a):
         raise ValueError(
-            f"the critic's tokenizer ({critic.name}) differs from the actor's ({actor.name}): TIRGen records are "
-            "token-exact, so actor and critic must share a vocabulary (e.g. two Qwen2.5 models)"
+            f"the critic's tokenizer ({critic.name}) does not share the actor's vocabulary ({actor.name}): TIRGen "
+            "records are token-exact, so the tokens both know must have the same ids (e.g. Qwen2.5 with Qwen3)"
         )
+
+
+def foreign_ids(ids: list[int], actor: Backend) -> bool:
+    """Whether ``ids`` hold a token the actor's vocabulary does not have."""
+    known = _known_ids(actor.tokenizer)
+    return any(i not in known for i in ids)
+
+
+def _known_ids(tokenizer) -> frozenset[int]:
+    cached = getattr(tokenizer, "_thor_known_ids", None)
+    if cached is None:
+        cached = frozenset(tokenizer.get_vocab().values())
+        tokenizer._thor_known_ids = cached
+    return cached
 
 
 class _Path:
@@ -221,6 +243,8 @@ async def generate_one(actor: Backend, critic: Backend, sandbox, task: RolloutTa
                 )
                 rewrite = await rollout_one(critic, sandbox, c_task, critic_cfg, session)
                 verdict = critic_lib.judge(rewrite, step, critic.tokenizer)
+                if critic is not actor and verdict.kind == "rewrite" and foreign_ids(rewrite.completion_ids, actor):
+                    verdict = critic_lib.Verdict("failed", "critic_foreign_token")
                 if verdict.kind != "failed":
                     break
                 stats["critic_failures"].append(verdict.reason)
