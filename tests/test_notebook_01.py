@@ -30,4 +30,4 @@ def test_notebook_01_smoke(tmp_path):
     assert len(sft_data.load_sft_dataset(run_dir / "sft")) == stats["kept"]
     assert (run_dir / "funnel.png").stat().st_size > 1000 and (run_dir / "funnel.pdf").exists()
     html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "title=\"actor\"" in html  # trajectories rendered by writer
+    assert 'title="actor"' in html  # trajectories rendered by writer
