@@ -193,3 +193,10 @@ def test_the_export_loads_unchanged_into_trl_sft_trainer(sandbox, tmp_path):
         n = next(n for n in range(len(ids), 0, -1) if tuple(ids[:n]) in rows)  # the rest is padding
         assert labels[:n] == rows[tuple(ids[:n])] and all(x == -100 for x in labels[n:])
     assert trainer.train().training_loss > 0
+
+
+def test_an_empty_export_saves_and_loads(qwen_tokenizer, tmp_path):
+    """A run that keeps nothing (the smoke profile, often) still leaves a loadable, typed dataset."""
+    sft_data.save_sft_dataset([], qwen_tokenizer, tmp_path / "sft")
+    ds = sft_data.load_sft_dataset(tmp_path / "sft")
+    assert len(ds) == 0 and set(ds.column_names) == set(sft_data.COLUMNS)

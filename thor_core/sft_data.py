@@ -85,14 +85,27 @@ def sft_example(record: Trajectory, tokenizer, mask_tool_outputs: bool = False) 
     }
 
 
+def features():
+    """The dataset's schema, explicit so that an empty export saves and loads like a full one."""
+    import datasets
+
+    ints = datasets.Sequence(datasets.Value("int64"))
+    message = {"role": datasets.Value("string"), "content": datasets.Value("string")}
+    return datasets.Features(
+        input_ids=ints, labels=ints, tool_output_mask=ints, messages=[message],
+        question_id=datasets.Value("string"), n_calls=datasets.Value("int64"),
+        kind=datasets.Value("string"), level=datasets.Value("int64"),
+    )  # fmt: skip
+
+
 def sft_dataset(records: Iterable[Trajectory], tokenizer, mask_tool_outputs: bool = False):
     """A ``datasets.Dataset`` of ``sft_example`` rows (columns ``COLUMNS``)."""
     import datasets
 
     rows = [sft_example(r, tokenizer, mask_tool_outputs) for r in records]
     if not rows:
-        return datasets.Dataset.from_dict({c: [] for c in COLUMNS})
-    return datasets.Dataset.from_list(rows)
+        return datasets.Dataset.from_dict({c: [] for c in COLUMNS}, features=features())
+    return datasets.Dataset.from_list(rows, features=features())
 
 
 def save_sft_dataset(records: Iterable[Trajectory], tokenizer, folder: str | os.PathLike, mask_tool_outputs=False):
@@ -103,7 +116,7 @@ def save_sft_dataset(records: Iterable[Trajectory], tokenizer, folder: str | os.
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     dataset = sft_dataset(records, tokenizer, mask_tool_outputs)
-    dataset.save_to_disk(str(tmp))
+    dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)  # 0 shards would not load back
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return dataset
