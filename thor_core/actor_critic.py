@@ -39,9 +39,9 @@ from typing import Literal
 
 from thor_core import critic as critic_lib
 from thor_core import tir
-from thor_core.backends.base import Backend, SamplingParams
+from thor_core.backends.base import Backend, SamplingParams, end_before_eos
 from thor_core.record import ToolCall, Trajectory
-from thor_core.rollout import RolloutConfig, RolloutTask, mix_seed, rollout_one
+from thor_core.rollout import RolloutConfig, RolloutTask, mix_seed, replay_calls, rollout_one
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -177,20 +177,11 @@ def snap_to_line_break(tokenizer, ids: list[int], start: int) -> int:
     return len(ids)
 
 
-def _strip_eos(ids: list[int], eos: frozenset[int]) -> int:
-    end = len(ids)
-    while end > 0 and ids[end - 1] in eos:
-        end -= 1
-    return end
-
-
 async def _fresh_session(sandbox, old, calls: list[ToolCall], timeout_s: float | None):
     """A new session holding the state of the accepted calls (a failed critic attempt may have changed it)."""
     await asyncio.to_thread(old.close)
     session = await asyncio.to_thread(sandbox.session)
-    for call in calls:
-        if call.success:
-            await asyncio.to_thread(session.run, call.code, timeout_s)
+    await replay_calls(session, calls, timeout_s)
     return session
 
 
@@ -223,7 +214,7 @@ async def generate_one(actor: Backend, critic: Backend, sandbox, task: RolloutTa
                 finish = ""
             elif finish == "step":
                 finish = ""
-            eos_end = _strip_eos(r.completion_ids[:end], actor.eos_token_ids)
+            eos_end = end_before_eos(r.completion_ids[:end], actor.eos_token_ids)
             head = _after_think_open(tok, r.completion_ids, n0, eos_end) if cfg.long_cot else n0
             step = tok.decode(r.completion_ids[head:eos_end], skip_special_tokens=False)
             before = tok.decode(r.completion_ids[:n0], skip_special_tokens=False)
@@ -261,7 +252,7 @@ async def generate_one(actor: Backend, critic: Backend, sandbox, task: RolloutTa
                 continue
             stats["rewritten"] += 1
             path.extend(r, n0, head, "a", keep_logprobs=True)  # the actor's <think> opener, if any
-            stats["cut"] += verdict.end < _strip_eos(rewrite.completion_ids, critic.eos_token_ids)
+            stats["cut"] += verdict.end < end_before_eos(rewrite.completion_ids, critic.eos_token_ids)
             path.extend(rewrite, 0, verdict.end, "c", False)
             path.extend(r, eos_end, end, "a", keep_logprobs=True)  # the actor's own end of turn, if any
             if finish == "" and tir.last_boxed(tok.decode(path.ids[n0:])) is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from thor_core import tir
-from thor_core.backends.base import eos_ids_of
+from thor_core.backends.base import end_before_eos, eos_ids_of
 from thor_core.record import Trajectory
 
 NO_CODE = "NO CODE"
@@ -111,9 +111,7 @@ def judge(rollout: Trajectory, step: str, tokenizer) -> Verdict:
         return Verdict("failed", "critic_code_failed")
     if NO_CODE in text:
         return Verdict("failed", "critic_mixed_no_code")
-    end = len(rollout.completion_ids)
-    while end and rollout.completion_ids[end - 1] in eos_ids_of(tokenizer):
-        end -= 1
+    end = end_before_eos(rollout.completion_ids, eos_ids_of(tokenizer))
     if tir.last_boxed(step) is None and tir.last_boxed(tokenizer.decode(rollout.completion_ids[:end])) is not None:
         ends = [c.output_span[1] for c in rollout.tool_calls]
         clean = [e for e in ends if tir.last_boxed(tokenizer.decode(rollout.completion_ids[:e])) is None]

@@ -187,9 +187,7 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
     finish = ""
     try:
         if own_session:
-            for call in b.calls:  # rebuild the prefix's sandbox state
-                if call.success:
-                    await asyncio.to_thread(session.run, call.code, cfg.code_timeout_s)
+            await replay_calls(session, b.calls, cfg.code_timeout_s)  # rebuild the prefix's sandbox state
         while not finish:
             budget = cfg.max_new_tokens - len(b.ids)
             if budget <= 0:
@@ -289,6 +287,13 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
             "backend": backend.name,
         },
     )
+
+
+async def replay_calls(session, calls: Sequence[ToolCall], timeout_s: float | None) -> None:
+    """Run the successful ``calls`` again, in order, to give a new session their state."""
+    for call in calls:
+        if call.success:
+            await asyncio.to_thread(session.run, call.code, timeout_s)
 
 
 def _answered(text: str) -> bool:

@@ -106,6 +106,14 @@ def ends_with_stop(tokenizer, ids: list[int], stops: Iterable[str]) -> bool:
     return any(s in tail for s in stops)
 
 
+def end_before_eos(ids: list[int], eos_ids: Iterable[int]) -> int:
+    """Length of ``ids`` without its trailing end-of-sequence tokens."""
+    eos, end = frozenset(eos_ids), len(ids)
+    while end > 0 and ids[end - 1] in eos:
+        end -= 1
+    return end
+
+
 def eos_ids_of(tokenizer, extra: Iterable[int] = ()) -> frozenset[int]:
     """End-of-sequence ids: the tokenizer's EOS plus chat end-of-turn markers it defines."""
     ids = set(extra)
