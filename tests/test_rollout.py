@@ -123,6 +123,26 @@ def test_continuing_from_a_prefix_replays_the_sandbox_state(qwen_tokenizer, sand
     assert backend.requests[0].ids == first.prompt_ids + first.completion_ids
 
 
+def test_rl_shortcut_ends_at_the_first_failed_call(qwen_tokenizer, sandbox):
+    def policy(context):
+        reply = context.split("<|im_start|>assistant")[-1]
+        return "```python\nprint(1)\n```\n" if "```output" not in reply else "```python\nprint(y)\n```\n"
+
+    record, _ = run(qwen_tokenizer, sandbox, policy, stop_at_failed_call=True)
+    assert record.finish_reason == "failed_call" and [c.success for c in record.tool_calls] == [True, False]
+
+
+def test_a_task_budget_counts_after_its_prefix(qwen_tokenizer, sandbox):
+    first, _ = run(qwen_tokenizer, sandbox, lambda c: "```python\nprint(3)\n```\n", stop_after_code=True)
+    task = task_for(qwen_tokenizer, prefix=first)
+    task.max_new_tokens = 5
+    backend = ScriptedBackend(qwen_tokenizer, lambda c: "one two three four five six seven eight")
+    [record] = run_rollouts(
+        backend, sandbox, [task], RolloutConfig(max_new_tokens=len(first.completion_ids)), progress=False
+    )
+    assert record.finish_reason == "length" and len(record.completion_ids) == len(first.completion_ids) + 5
+
+
 def test_cot_mode_never_runs_code(qwen_tokenizer):
     record, _ = run(qwen_tokenizer, None, lambda c: "```python\nprint(1)\n```\nthen \\boxed{1}" + END, tools=False)
     assert record.tool_calls == [] and record.finish_reason == "eos" and all(record.mask)
@@ -162,7 +182,9 @@ def test_real_model_solves_arithmetic_with_code(sandbox, kind):
     ]
     with make_backend(kind, "embedded:qwen2.5-coder-0.5b-instruct") as backend:
         tasks = make_tasks(problems, backend.tokenizer)
-        records = run_rollouts(backend, sandbox, tasks, RolloutConfig(max_new_tokens=256, sampling=GREEDY), progress=False)
+        records = run_rollouts(
+            backend, sandbox, tasks, RolloutConfig(max_new_tokens=256, sampling=GREEDY), progress=False
+        )
     for r in records:
         assert isinstance(r, Trajectory)
         assert backend.tokenizer.decode(r.completion_ids) == r.completion_text

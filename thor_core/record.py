@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed")
+FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed", "failed_call")
 TOKEN_SOURCES = {"a": "actor", "c": "critic", "t": "tool output"}
 
 

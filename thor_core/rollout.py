@@ -16,7 +16,8 @@ backtrack over a failed call, regenerate suffix and code, at most
 ``max_corrections`` tries per failing call, retries counting as tool rounds);
 continuing from any prefix (TIRGen's rewritten steps, step-level RL's cut
 points) with the sandbox state replayed; stopping after one executed code
-block or after one reasoning step; chain-of-thought mode without tools.
+block, at the first failed call (RL's training shortcut) or after one
+reasoning step; chain-of-thought mode without tools.
 Not covered: grading (``thor_core.grading``) and best-of-N selection
 (``thor_core.selection``).
 """
@@ -61,6 +62,7 @@ class RolloutConfig:
     correction_suffix_tokens: int = 500  # L_suf at inference (authors: 500; step-level RL uses 100)
     max_corrections: int = 4  # N_corr retries per failing call; reset after a success
     stop_after_code: bool = False  # step-level RL: end after exactly one executed code block
+    stop_at_failed_call: bool = False  # RL training shortcut (authors): end at the first failed call
     step_stop: tuple[str, ...] = ()  # TIRGen actor steps: end the rollout at one of these (e.g. "\n\n")
     code_timeout_s: float | None = None  # per call; None = the sandbox's default
 
@@ -84,6 +86,7 @@ class RolloutTask:
     prefix: Trajectory | None = None  # completion so far (ids, mask, calls): continued, never re-sampled
     seed: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    max_new_tokens: int | None = None  # this task's completion budget after its prefix (None: the config's)
 
 
 def make_tasks(
@@ -185,11 +188,12 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
     stops = tuple(dict.fromkeys(((CODE_STOP,) if cfg.tools else ()) + cfg.step_stop))
     base_seed = task.seed if task.seed is not None else cfg.seed
     finish = ""
+    limit = cfg.max_new_tokens if task.max_new_tokens is None else len(b.ids) + task.max_new_tokens
     try:
         if own_session:
             await replay_calls(session, b.calls, cfg.code_timeout_s)  # rebuild the prefix's sandbox state
         while not finish:
-            budget = cfg.max_new_tokens - len(b.ids)
+            budget = limit - len(b.ids)
             if budget <= 0:
                 finish = "length"
                 break
@@ -261,6 +265,8 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
             )
             if cfg.stop_after_code:
                 finish = "code_executed"
+            elif cfg.stop_at_failed_call and not result.success:
+                finish = "failed_call"
     finally:
         backend.release(key)
         if own_session:

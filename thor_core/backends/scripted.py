@@ -37,6 +37,12 @@ class ScriptedBackend(Backend):
         self.respond = respond
         self.eos_token_ids = eos_ids_of(tokenizer)
         self.requests: list[SegmentRequest] = []  # every request seen, for assertions
+        self.weight_loads = 0  # RL weight pushes seen (the stream does not depend on weights)
+
+    def load_weights(self, named_tensors) -> None:
+        for _ in named_tensors:
+            pass
+        self.weight_loads += 1
 
     async def generate(self, request: SegmentRequest) -> Segment:
         self.requests.append(request)

@@ -1,0 +1,148 @@
+"""The RL trainer with the real model and real updates; rollouts scripted for determinism (tests/rl_scripted.py).
+
+The real engine path (vLLM / hf backends on the embedded model) runs end to end
+in tests/test_notebook_03.py. Here: every trainable parameter changes, the
+metrics and samples are written, a run killed mid-way (SIGKILL) resumes as if
+never stopped, two processes under ``accelerate launch`` match one process,
+LoRA weights are merged for the engine, and bad settings are refused.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rl_scripted  # noqa: E402
+
+from thor_core.runs import REPO_ROOT  # noqa: E402
+
+pytestmark = pytest.mark.model
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "final" / "model.safetensors"))
+
+
+def _metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted single-process run of two steps."""
+    root = tmp_path_factory.mktemp("rl")
+    problems = rl_scripted.write_problems(root / "problems.jsonl")
+    summary = rl_scripted.run(root / "ref", problems)
+    return root, problems, summary
+
+
+def test_every_trainable_parameter_changes_and_metrics_are_logged(reference):
+    from thor_core.models import load_model_and_tokenizer
+
+    root, _, summary = reference
+    start = dict(load_model_and_tokenizer(rl_scripted.MODEL)[0].named_parameters())
+    after = _weights(root / "ref")
+    unchanged = [n for n, p in start.items() if n in after and torch.equal(p.detach(), after[n])]
+    assert not unchanged, unchanged
+    rows = _metrics(root / "ref")
+    assert [r["step"] for r in rows] == [1, 2] and summary["steps"] == 2
+    for r in rows:  # the scripted policy: half right, one failing call per group, alternating step-level code
+        assert r["reward"] == 0.5 and r["step_pass_rate"] == 0.5 and r["tool_success"] == 0.75
+        assert r["count/episode_groups_kept"] == 2 and r["count/step_groups_kept"] == 2
+        assert r["rows"] == 14 and r["rows_step"] == 8 and r["count/rollouts_dropped/failed_code"] == 2
+        assert r["grad_norm"] > 0 and r["trained_tokens"] > 0 and r["loss"] == r["loss"]
+        for key in ("entropy", "clip_frac", "logprob_diff_abs", "time/rollout_s", "time/update_s", "tokens_per_s"):
+            assert key in r
+    samples = (root / "ref" / "samples" / "step-2.jsonl").read_text().splitlines()
+    assert len(samples) == 8 + 8  # 2 questions x G=4 episode rollouts, 2 prefixes x G=4 continuations
+
+
+def test_a_run_killed_mid_way_resumes_as_if_never_stopped(reference):
+    root, problems, _ = reference
+    out = root / "killed"
+    cmd = [sys.executable, str(Path(__file__).parent / "rl_scripted.py"), str(out), str(problems), "{}"]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while not (out / "checkpoints" / "step-1" / "trainer_state.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "final").exists()
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming from" in done.stdout
+    ref, resumed = _metrics(root / "ref"), _metrics(out)
+    assert [r["step"] for r in resumed] == [1, 2]
+    for a, b in zip(ref, resumed):
+        for key in ("reward", "loss", "grad_norm", "rows", "step_pass_rate"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    ref_w, res_w = _weights(root / "ref"), _weights(out)
+    assert all(torch.allclose(ref_w[n], res_w[n], atol=1e-6) for n in ref_w)
+
+
+def test_two_processes_under_accelerate_match_one_process(reference):
+    root, problems, _ = reference
+    out = root / "ddp"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO_ROOT / "params/accelerate/cpu-2proc.yaml"), str(Path(__file__).parent / "rl_scripted.py"),
+        str(out), str(problems), "{}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ref, two = _metrics(root / "ref"), _metrics(out)
+    # Each rank rolls out its half of the questions; the rows are gathered, so filters, advantages and
+    # the token-mean normaliser are the whole batch's; only the order of float sums differs.
+    for a, b in zip(ref, two):
+        for key in ("reward", "rows", "trained_tokens", "step_pass_rate"):
+            assert a[key] == b[key], key
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    ref_w, two_w = _weights(root / "ref"), _weights(out)
+    worst = max(float((ref_w[n] - two_w[n]).abs().max()) for n in ref_w)
+    assert worst < 1e-5, worst
+
+
+def test_lora_weights_reach_the_engine_merged(smol):
+    from peft import LoraConfig, get_peft_model
+
+    from thor_core.rl.policy import engine_weights
+
+    model, _ = smol
+    import copy
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules="all-linear"))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)  # B starts at 0: make the adapter do something
+    pushed = dict(engine_weights(peft_model))
+    merged = dict(copy.deepcopy(peft_model).merge_and_unload().named_parameters())
+    assert set(pushed) == set(merged) == set(dict(model.named_parameters()))
+    assert all(torch.allclose(pushed[n], merged[n], atol=1e-6) for n in merged)
+    assert any(not torch.equal(pushed[n], p) for n, p in model.named_parameters())
+
+
+def test_bad_settings_and_missing_inputs_are_named(reference, tmp_path):
+    from thor_core.rl.config import RLParams, load_params
+    from thor_core.rl.run import resolve_start_model
+
+    with pytest.raises(ValueError, match="group_size"):
+        RLParams(group_size=1)
+    with pytest.raises(Exception, match="mode"):
+        load_params(overrides={"mode": "grpo"})
+    with pytest.raises(FileNotFoundError, match="notebook 02"):
+        resolve_start_model("outputs/nowhere/02_sft/final")
+    root, problems, _ = reference
+    with pytest.raises(ValueError, match="other settings.*learning_rate"):
+        rl_scripted.run(root / "ref", problems, learning_rate=1e-3, steps=3)

@@ -1,0 +1,158 @@
+"""Settings of one hierarchical-RL run (THOR stage 3), with help text; params/*/03_rl.yaml set the profiles.
+
+Defaults are the paper's and the authors' settings (THOR_METHOD.md) where
+they make sense on any machine; the profiles shrink the sizes. Loaded and
+checked like every stage's settings (``thor_core.runs.validate_params``:
+an unknown name or a bad value is named with the allowed ones).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from thor_core.runs import repo_path, validate_params
+
+MODES = ("cot", "episode", "thor")
+
+
+def _f(default: Any, help: str) -> Any:
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RLParams:
+    """Every setting of ``thor_core.rl.trainer.train``."""
+
+    # -- what to train, on what
+    model: str = _f(
+        "outputs/cpu/02_sft/final", "start checkpoint: SFT's final/ (default), embedded:..., a folder or hub id"
+    )
+    mode: Literal["cot", "episode", "thor"] = _f(
+        "thor",
+        "cot: RL without tools (T2); episode: episode-level GRPO with tools (T4); thor: episode + step level (T5)",
+    )
+    output_dir: str = _f("outputs/adhoc/03_rl", "run folder: metrics.jsonl, checkpoints/, final/, samples/")
+    problems: str = _f("generated", "'generated' (procedural, offline) or a benchmark name / file thor_core.data loads")
+    n_problems: int = _f(512, "training questions (the data loops over them in a seeded order, epoch after epoch)")
+    problem_seed: int = _f(2027, "seed of the generated problems (differs from TIRGen's and the held-out sets')")
+    levels: list[int] = _f(lambda: [1, 2, 3], "difficulty levels of generated problems")
+    steps: int = _f(100, "optimizer steps (one rollout batch each)")
+    questions_per_step: int = _f(
+        32, "episode-level groups wanted per step, over all processes (dynamic filtering refills)"
+    )
+    group_size: int = _f(16, "G: rollouts per question, and continuations per step-level prefix (paper: 16)")
+    max_refill_rounds: int = _f(2, "extra sampling rounds per step when filtered groups leave the batch short")
+    # -- rollouts
+    backend: Literal["auto", "hf", "vllm"] = _f("auto", "rollout engine backend: auto = vLLM where installed, else hf")
+    temperature: float = _f(1.0, "sampling temperature of the rollouts (the trainer's log-probs use the same)")
+    top_p: float = _f(1.0, "nucleus sampling of the rollouts")
+    max_prompt_tokens: int = _f(800, "questions whose prompt is longer are skipped (authors: 800)")
+    max_new_tokens: int = _f(3200, "completion budget of an episode rollout, tool outputs included (authors: 3200)")
+    max_tool_rounds: int = _f(5, "code calls per rollout (authors: 5)")
+    stop_at_failed_call: bool = _f(True, "the authors' training shortcut: a rollout ends at its first failed call")
+    code_timeout_s: float | None = _f(None, "per code call (null: the sandbox default)")
+    infra_failure_limit: float = _f(0.5, "stop when more than this share of a step's calls hit sandbox errors/timeouts")
+    # -- episode level
+    exclude_failed_code: bool = _f(True, "leave rollouts whose code failed out of the episode loss (paper)")
+    min_response_tokens: int = _f(0, "drop rollouts with fewer sampled tokens (authors: 150; 0 = off)")
+    boxed_within_last: int = _f(0, "drop rollouts without \\boxed{} in their last N tokens (authors: 100; 0 = off)")
+    min_group_survival: float = _f(0.5, "drop a group when fewer than this share of its rollouts pass the filters")
+    # -- step level
+    suffix_tokens: int = _f(100, "L_suf: tokens before a failed ```python block that the step level regenerates")
+    step_prefixes: Literal["per_rollout", "every_call"] = _f(
+        "per_rollout", "which failed calls become prefixes: the first per rollout (authors' code) or every one (paper)"
+    )
+    max_step_prefixes: int | None = _f(
+        None, "cap on step-level prefixes per step (null: the number of questions, authors)"
+    )
+    step_fallback: bool = _f(True, "no failed call in the batch: use one random rollout's first call (authors)")
+    step_max_new_tokens: int = _f(512, "budget of a step-level continuation (suffix + one code block)")
+    # -- objective (thor_core.rl.losses)
+    eps_low: float = _f(0.2, "clip 1 - eps_low")
+    eps_high: float = _f(0.28, "clip 1 + eps_high (clip-higher)")
+    dual_clip: float | None = _f(3.0, "dual-clip c for negative advantages (authors: 3; null: off)")
+    aggregation: Literal["token_mean", "seq_mean"] = _f(
+        "token_mean", "token mean over the batch (authors) or per sequence"
+    )
+    combine: Literal["joint", "separate"] = _f(
+        "joint", "joint: one token-mean over episode + step rows (authors' code); separate: L_episode + L_step (paper)"
+    )
+    nll_alpha: float = _f(0.01, "alpha of the NLL term on positive-advantage rows (both levels)")
+    kl_beta: float = _f(0.0, "KL-to-reference coefficient (paper: 0; > 0 keeps a frozen copy of the start model)")
+    tis_cap: float | None = _f(None, "truncated importance sampling on engine vs trainer log-probs (null: off)")
+    adv_eps: float = _f(1e-6, "eps in (r - mean) / (std + eps)")
+    # -- optimisation
+    updates_per_batch: int = _f(1, "1: on-policy (TRL's default); > 1: the authors' several updates per rollout batch")
+    micro_batch_rows: int = _f(4, "rows per forward/backward pass (gradient accumulation makes up the batch)")
+    learning_rate: float = _f(1e-6, "AdamW learning rate (authors: 1e-6)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_steps: int = _f(0, "linear warm-up steps, then constant")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
+    method: Literal["full", "lora"] = _f("full", "full fine-tune or LoRA (merged for each weight push and at the end)")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass")
+    bf16: bool = _f(False, "bf16 autocast for the trainer's forward passes (log-softmax in fp32); weights stay fp32")
+    seed: int = _f(0, "seed of the data order and the rollouts")
+    # -- run
+    save_steps: int = _f(1, "steps between checkpoints (resume points)")
+    save_total_limit: int = _f(2, "checkpoints kept")
+    samples_every: int = _f(1, "steps between two saved rollout batches (samples/step-N.jsonl); 0: never")
+    tensorboard: bool = _f(False, "also log the metrics to TensorBoard (<output_dir>/tb)")
+    overwrite: bool = _f(False, "redo a finished or started run from scratch")
+    progress: Literal["auto", "bar", "lines"] = _f("auto", "tqdm bar, plain lines, or auto (lines without a terminal)")
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("steps", "questions_per_step", "group_size", "max_new_tokens", "suffix_tokens",
+                     "step_max_new_tokens", "micro_batch_rows", "updates_per_batch", "save_steps", "n_problems",
+                     "save_total_limit", "max_prompt_tokens"):  # fmt: skip
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            problems.append(f"group_size must be >= 2 (a group of one has no advantage), got {self.group_size}")
+        if not 0 <= self.min_group_survival <= 1:
+            problems.append(f"min_group_survival must be in [0, 1], got {self.min_group_survival}")
+        if self.dual_clip is not None and self.dual_clip <= 1:
+            problems.append(f"dual_clip must be > 1 or null, got {self.dual_clip}")
+        if self.tis_cap is not None and self.tis_cap <= 0:
+            problems.append(f"tis_cap must be > 0 or null, got {self.tis_cap}")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be > 0 for RL (greedy groups have no spread), got {self.temperature}")
+        if problems:
+            raise ValueError("RLParams: " + "; ".join(problems))
+
+    @property
+    def tools(self) -> bool:
+        return self.mode != "cot"
+
+    def out(self) -> Path:
+        return repo_path(self.output_dir)
+
+
+def load_params(config: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, schema=RLParams):
+    """``schema`` (RLParams or notebook 03's superset) from a flat YAML file with ``overrides`` on top, validated."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if config is not None:
+        values = yaml.safe_load(Path(config).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{config}: expected a mapping of parameter names to values")
+    if schema is RLParams:
+        known = set(RLParams.__dataclass_fields__)
+        values = {k: v for k, v in values.items() if k in known or k not in _NOTEBOOK_ONLY}
+    values.update(overrides or {})
+    return validate_params(schema, values, source=str(config) if config else None)
+
+
+# keys of notebook 03's profiles that only the notebook reads (thor_core.rl.report.NotebookParams)
+_NOTEBOOK_ONLY = {
+    "heldout_n", "heldout_seed", "eval_k", "eval_temperature", "eval_max_new_tokens", "eval_max_tool_rounds",
+    "eval_seed", "show_trajectories", "run_dir", "fallback_model",
+}  # fmt: skip

@@ -1,0 +1,173 @@
+"""Notebook 03's pieces: its parameters, the start model, the before/after check, curves and samples.
+
+- ``NotebookParams``: ``RLParams`` plus the check's settings and the model to
+  fall back on when the start checkpoint (notebook 02's) is missing.
+- ``start_model``: the checkpoint, or the fallback with a printed note.
+- ``before_after``: the start model and the RL checkpoint on held-out
+  procedural problems (notebook 02's set: same seed, none of the RL
+  questions), same rollout seeds, paired exact McNemar tests; written to
+  ``before_after.json``.
+- ``plot_curves``: reward, accuracy, tool success and step-level pass rate
+  per step from ``metrics.jsonl`` (PNG and PDF).
+- ``episode_with_regenerations``: a rollout of a saved step and its
+  step-level continuations, for ``thor_core.viewer``.
+
+Not covered: the ablation ladder across stages (notebook 05).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thor_core.record import Trajectory, read_jsonl
+from thor_core.rl.config import RLParams
+from thor_core.rl.run import read_metrics
+from thor_core.runs import repo_path, write_json_atomic
+from thor_core.sft_eval import answer_metrics, paired_tests
+
+RESULT = "before_after.json"
+CURVES = (("reward", "episode reward"), ("accuracy", "accuracy"), ("tool_success", "tool-call success"),
+          ("step_pass_rate", "step-level pass rate"))  # fmt: skip
+
+
+@dataclass
+class NotebookParams(RLParams):
+    """Parameters of notebook 03 (params/*/03_rl.yaml): training, then the before/after check."""
+
+    fallback_model: str = field(
+        default="embedded:qwen2.5-coder-0.5b-instruct", metadata={"help": "start model when `model` is missing"}
+    )
+    heldout_n: int = field(default=20, metadata={"help": "held-out procedural problems for the check (0: skip)"})
+    heldout_seed: int = field(default=9001, metadata={"help": "their generator seed (notebook 02's)"})
+    eval_k: int = field(default=2, metadata={"help": "samples per held-out problem"})
+    eval_temperature: float = field(default=0.6, metadata={"help": "sampling temperature of the check"})
+    eval_max_new_tokens: int = field(default=768, metadata={"help": "completion budget of the check"})
+    eval_max_tool_rounds: int = field(default=4, metadata={"help": "code calls per answer in the check"})
+    eval_seed: int = field(default=0, metadata={"help": "rollout seed of the check, the same for both models"})
+    show_trajectories: int = field(default=2, metadata={"help": "rollouts shown before and after"})
+    run_dir: str | None = field(default=None, metadata={"help": "run folder (run_notebook sets it)"})
+
+    def training(self, model: str, out_dir: str | os.PathLike) -> RLParams:
+        names = {f.name for f in dataclasses.fields(RLParams)}
+        return RLParams(**{**{n: getattr(self, n) for n in names}, "model": model, "output_dir": str(out_dir)})
+
+    def rollout_config(self):
+        from thor_core.backends.base import SamplingParams
+        from thor_core.rollout import RolloutConfig
+
+        return RolloutConfig(
+            max_new_tokens=self.eval_max_new_tokens,
+            max_tool_rounds=self.eval_max_tool_rounds,
+            sampling=SamplingParams(temperature=self.eval_temperature),
+            seed=self.eval_seed,
+        )
+
+
+def start_model(p: NotebookParams) -> tuple[str, str | None]:
+    """(model to start from, a note when it is the fallback)."""
+    if repo_path(p.model).exists() or not p.model.startswith(("outputs", ".", "/")):
+        return p.model, None
+    return p.fallback_model, (
+        f"note: the start model {p.model} does not exist (run notebook 02 first for the method's chain); "
+        f"starting from {p.fallback_model} instead"
+    )
+
+
+def heldout_problems(p: NotebookParams, training) -> tuple[list, dict[str, Any]]:
+    """``heldout_n`` generated problems none of the RL questions duplicate."""
+    from thor_core.problems import find_overlap, generate_problems
+
+    candidates = generate_problems(2 * p.heldout_n + 20, seed=p.heldout_seed)
+    clashes = {a for a, _ in find_overlap(candidates, [training])}
+    kept = [c for c in candidates if c.id not in clashes][: p.heldout_n]
+    return kept, {"seed": p.heldout_seed, "n": len(kept), "excluded": len(clashes)}
+
+
+def before_after(p: NotebookParams, out_dir, start: str, final: str, sandbox, grader=None) -> dict[str, Any]:
+    """Evaluate the start model and the RL checkpoint on held-out problems; write ``before_after.json``."""
+    from thor_core import evaluation
+    from thor_core.backends import make_backend
+    from thor_core.rl.run import training_problems
+
+    out_dir = Path(out_dir)
+    problems, note = heldout_problems(p, training_problems(p))
+    models = {"start": start, "rl": str(final)}
+    results, walls = {}, {}
+    for tag, model in models.items():
+        t0 = time.monotonic()
+        with make_backend(p.backend, model) as backend:
+            result = evaluation.evaluate(
+                backend, sandbox, ["heldout"], p.eval_k, "tir" if p.tools else "cot", False, p.rollout_config(),
+                out_dir / f"eval-{tag}", problems={"heldout": problems}, grader=grader, progress=False,
+            )  # fmt: skip
+        results[tag], walls[tag] = result.records, round(time.monotonic() - t0, 1)
+    report = {
+        "models": models,
+        "heldout": note,
+        "k": p.eval_k,
+        "rollout": dataclasses.asdict(p.rollout_config()),
+        "before": answer_metrics(results["start"]),
+        "after": answer_metrics(results["rl"]),
+        "paired": paired_tests(results["start"], results["rl"]),
+        "wall_s": walls,
+    }
+    write_json_atomic(out_dir / RESULT, report)
+    report["records"] = results  # for display, not written
+    return report
+
+
+def before_after_table(report: dict[str, Any]) -> str:
+    rows = [("answers with a code block", "code_block_rate", "code_block"), ("answers with a call", "with_calls_rate", None),
+            ("calls succeeding", "call_success_rate", None), ("boxed answer", "boxed_rate", "boxed"),
+            ("accuracy", "accuracy", "correct"), ("n (answers)", "n", None)]  # fmt: skip
+    lines = ["| metric | start | RL | paired p (McNemar) |", "|---|---|---|---|"]
+    for label, key, test in rows:
+        cells = [report[side][key] for side in ("before", "after")]
+        shown = ["-" if x is None else str(x) if key == "n" else f"{100 * x:.1f}%" for x in cells]
+        p_value = f"{report['paired'][test]['p_value']:.3g}" if test else ""
+        lines.append(f"| {label} | {shown[0]} | {shown[1]} | {p_value} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(out_dir: str | os.PathLike) -> Path:
+    """Reward, accuracy, tool success and step-level pass rate per step: ``curves.png`` and ``curves.pdf``."""
+    from matplotlib.figure import Figure
+
+    rows = read_metrics(out_dir)
+    fig = Figure(figsize=(10, 2.8))
+    for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES):
+        points = [(r["step"], r[key]) for r in rows if r.get(key) == r.get(key)]  # NaN: no such rollouts
+        ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) < 30 else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(out_dir) / "curves.png"
+    fig.savefig(path, dpi=120)
+    fig.savefig(path.with_suffix(".pdf"))
+    return path
+
+
+def saved_steps(out_dir: str | os.PathLike) -> list[int]:
+    folder = Path(out_dir) / "samples"
+    return sorted(int(f.stem[5:]) for f in folder.glob("step-*.jsonl")) if folder.exists() else []
+
+
+def episode_with_regenerations(out_dir, step: int, n: int = 1) -> list[tuple[Trajectory, list[Trajectory]]]:
+    """Up to ``n`` (episode rollout, its step-level continuations) pairs of a saved step; rollouts with
+    regenerations first, then ones with calls."""
+    records = read_jsonl(Path(out_dir) / "samples" / f"step-{step}.jsonl")
+    episodes = [r for r in records if r.metadata.get("rl_level") == "episode"]
+    children: dict[str, list[Trajectory]] = {}
+    for r in records:
+        if r.metadata.get("rl_level") == "step":
+            children.setdefault(r.metadata["parent"], []).append(r)
+    pairs = [(e, children.get(f"{e.metadata['group']}/{e.metadata['sample']}", [])) for e in episodes]
+    pairs.sort(key=lambda pair: (bool(pair[1]), bool(pair[0].tool_calls)), reverse=True)
+    return pairs[:n]

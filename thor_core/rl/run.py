@@ -1,0 +1,308 @@
+"""The folder of one RL run: checkpoints and resuming, metrics, samples, the final model.
+
+Layout of ``<out>/``: ``rl_params.json`` (the settings it was started with;
+a resumed run must match, ``RESUME_FREE`` aside), ``checkpoints/step-N/``
+(``accelerate`` state: model, optimizer, scheduler, RNG per rank; then
+``trainer_state.json``, written last, so a folder without it is torn and
+ignored), ``metrics.jsonl`` (one line per step; lines of steps a kill undid
+are dropped on resume), ``samples/step-N.jsonl`` (the step's rollouts and
+step-level continuations with rewards), ``final/`` (HF model + tokenizer,
+LoRA merged) and ``rl_summary.json`` (written once, when done).
+
+Also here: the start model (SFT's checkpoint by default), the training
+problems, the per-step metrics of a batch, and their reduction across ranks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from thor_core.record import write_jsonl
+from thor_core.runs import repo_path, write_json_atomic
+
+PARAMS_FILE = "rl_params.json"
+SUMMARY = "rl_summary.json"
+METRICS = "metrics.jsonl"
+STATE = "trainer_state.json"
+RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "output_dir", "tensorboard", "steps")
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def resolve_start_model(name: str) -> str:
+    """A local folder (relative to the repo) or a name ``thor_core.models`` resolves; missing: a clear error."""
+    from thor_core.models import resolve_model
+
+    local = repo_path(name)
+    if local.exists():
+        if not (local / "config.json").exists():
+            raise FileNotFoundError(f"start model {local} has no config.json: is it a finished SFT run's final/?")
+        return str(local)
+    if "/" in name and not name.startswith("embedded:") and (name.startswith(("outputs", ".", "/"))):
+        raise FileNotFoundError(
+            f"start model {name} does not exist: run notebook 02 (SFT) first, or set model to embedded:... "
+            "(notebook 03 falls back to the embedded model and says so)"
+        )
+    return str(resolve_model(name))
+
+
+def training_problems(p) -> list:
+    """The RL questions: generated (no overlap with the evaluation sets) or a benchmark, short prompts only."""
+    from thor_core.data import load_benchmark
+
+    if p.problems == "generated":
+        from thor_core.problems import assert_no_overlap, generate_problems
+
+        problems = generate_problems(p.n_problems, p.problem_seed, levels=p.levels)
+        assert_no_overlap(problems)
+    else:
+        problems = load_benchmark(p.problems, limit=p.n_problems)
+    kept = [q for q in problems if len(q.question) <= 4 * p.max_prompt_tokens]  # ~4 characters per token
+    if not kept:
+        raise ValueError(f"no training problem is shorter than max_prompt_tokens={p.max_prompt_tokens}")
+    return kept
+
+
+def backend_options(p) -> dict[str, Any]:
+    if p.backend == "hf":
+        return {"max_batch": max(16, p.group_size * 2)}
+    return {}
+
+
+# ------------------------------------------------------------------ folder and resume
+
+
+def _settings(p) -> dict[str, Any]:
+    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(p).items() if k not in RESUME_FREE}))
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    folder = out / "checkpoints"
+    found = (
+        [d for d in folder.glob("step-*") if (d / STATE).exists() and d.name[5:].isdigit()] if folder.exists() else []
+    )
+    return sorted(found, key=lambda d: int(d.name[5:]))
+
+
+def is_finished(out: Path) -> bool:
+    return (out / SUMMARY).exists() and (out / "final" / "config.json").exists()
+
+
+def read_summary(out: Path) -> dict[str, Any]:
+    return json.loads((out / SUMMARY).read_text())
+
+
+def prepare_folder(trainer, p) -> bool:
+    """Create, check or clear ``<out>``; load the last checkpoint into ``trainer``. True when resumed."""
+    out, acc = trainer.out, trainer.acc
+    if acc.is_main_process:
+        if p.overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for torn in (out / "checkpoints").glob("*.tmp") if (out / "checkpoints").exists() else []:
+            shutil.rmtree(torn, ignore_errors=True)
+        params = out / PARAMS_FILE
+        if params.exists():
+            old, new = json.loads(params.read_text()), _settings(p)
+            if changed := sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)):
+                raise ValueError(
+                    f"{out} holds an RL run made with other settings ({', '.join(changed)} differ, see {PARAMS_FILE});"
+                    " pass overwrite=True to start over, or use another output_dir"
+                )
+        else:
+            write_json_atomic(params, _settings(p))
+    acc.wait_for_everyone()
+    if is_finished(out) and json.loads((out / SUMMARY).read_text()).get("steps") == p.steps:
+        return False
+    acc.wait_for_everyone()
+    if acc.is_main_process:  # finished with fewer steps (``steps`` raised): train on from the last checkpoint
+        (out / SUMMARY).unlink(missing_ok=True)
+    found = checkpoints(out)
+    if not found:
+        return False
+    last = found[-1]
+    acc.load_state(str(last))
+    trainer.state = json.loads((last / STATE).read_text())
+    if acc.is_main_process:
+        print(f"resuming from {last} (step {trainer.state['step']})", flush=True)
+    return True
+
+
+def save_checkpoint(trainer, step: int) -> None:
+    out, acc = trainer.out, trainer.acc
+    tmp = out / "checkpoints" / f"step-{step}.tmp"
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        write_json_atomic(tmp / STATE, trainer.state)
+        final = out / "checkpoints" / f"step-{step}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoints(out)[: -trainer.p.save_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def finish(trainer) -> dict[str, Any]:
+    """Save ``final/`` (LoRA merged) and the summary; every rank returns the summary."""
+    out, acc = trainer.out, trainer.acc
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        model = acc.unwrap_model(trainer.model)
+        if hasattr(model, "peft_config"):
+            model = model.merge_and_unload()
+        tmp = out / "final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        trainer.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out / "final", ignore_errors=True)
+        os.replace(tmp, out / "final")
+        rows = read_metrics(out)
+        summary = {
+            "steps": trainer.p.steps,
+            "mode": trainer.p.mode,
+            "start_model": trainer.model_path,
+            "final": str(out / "final"),
+            "wall_s": round(sum(r.get("time/step_s", 0) for r in rows), 1),
+            "first": rows[0] if rows else None,
+            "last": rows[-1] if rows else None,
+        }
+        write_json_atomic(out / SUMMARY, summary)
+    acc.wait_for_everyone()
+    return read_summary(out)
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def batch_metrics(episodes, steps, rows, counts: Counter, timing: Counter, tokenizer) -> dict[str, float]:
+    """What one step's rollouts did: rewards, groups, tool use, lengths, time."""
+    calls = [c for r in episodes for c in r.tool_calls]
+    sampled = sum(r.n_policy_tokens for r in episodes + steps)
+    rollout_s = timing["rollout_s"] + timing["step_rollout_s"]
+    m = {
+        "reward": _mean([r.metadata["reward"] for r in episodes]),
+        "accuracy": _mean([float(bool(r.correct)) for r in episodes]),
+        "episode_rollouts": len(episodes),
+        "calls_per_rollout": len(calls) / len(episodes) if episodes else 0.0,
+        "tool_success": _mean([float(c.success) for c in calls]),
+        "tool_timeout": _mean([float(c.timed_out) for c in calls]),
+        "response_tokens": _mean([r.n_policy_tokens for r in episodes]),
+        "step_prefixes": len({r.metadata["group"] for r in steps}),
+        "step_rollouts": len(steps),
+        "step_pass_rate": _mean([r.metadata["reward"] for r in steps]),
+        "rows": len(rows),
+        "rows_step": sum(r.level == 1 for r in rows),
+        "time/rollout_s": timing["rollout_s"],
+        "time/step_rollout_s": timing["step_rollout_s"],
+        "time/sandbox_s": sum(c.duration_s for r in episodes + steps for c in r.tool_calls),
+        "tokens_per_s": sampled / rollout_s if rollout_s else 0.0,
+    }
+    m.update({f"count/{k}": float(v) for k, v in counts.items()})
+    return m
+
+
+def reduce_stats(stats: Counter, acc) -> Counter:
+    """Sum the per-rank sums of an optimizer step over ranks (grad norm and maxima are already global)."""
+    if acc.num_processes == 1:
+        return stats
+    import torch
+
+    keys = sorted(k for k in stats if k not in ("grad_norm", "logprob_diff_max", "optimizer_steps"))
+    summed = acc.reduce(torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=acc.device), "sum")
+    biggest = acc.reduce(torch.tensor([stats["logprob_diff_max"]], device=acc.device), "max")
+    out = Counter(dict(zip(keys, summed.tolist())))
+    out.update({"grad_norm": stats["grad_norm"], "optimizer_steps": stats["optimizer_steps"]})
+    out["logprob_diff_max"] = float(biggest[0]) if biggest.ndim else float(biggest)
+    return out
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def finalize_metrics(m: dict[str, float]) -> dict[str, float]:
+    """Turn the update's sums into means."""
+    steps = m.pop("optimizer_steps", 0) or 1
+    n = m.pop("trained_tokens", 0.0)
+    m["entropy"] = m.pop("entropy_sum", 0.0) / n if n else float("nan")
+    m["trained_tokens"] = n
+    diff_n = m.pop("logprob_diff_n", 0)
+    m["logprob_diff_abs"] = m.pop("logprob_diff_abs_sum", 0.0) / diff_n if diff_n else float("nan")
+    for k in ("loss", "pg_loss", "nll", "kl", "clip_frac", "grad_norm"):
+        if k in m:
+            m[k] /= steps
+    m["optimizer_steps"] = steps
+    return m
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (main process), TensorBoard when asked, and a progress line per step with an ETA."""
+
+    def __init__(self, out: Path, main: bool, tensorboard: bool, total: int, start: int) -> None:
+        self.path, self.main, self.total, self.start = out / METRICS, main, total, start
+        self.t0 = time.monotonic()
+        self.tb = None
+        if main:
+            kept = [r for r in read_metrics(out) if r["step"] <= start]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError as e:
+                    raise RuntimeError("tensorboard=True needs the tensorboard package: pip install tensorboard") from e
+                self.tb = SummaryWriter(str(out / "tb"))
+
+    def write(self, step: int, metrics: dict[str, float], lines: bool) -> None:
+        m = finalize_metrics(dict(metrics))
+        if not self.main:
+            return
+        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in m.items():
+                self.tb.add_scalar(k, v, step)
+        elapsed, done = time.monotonic() - self.t0, step - self.start
+        eta = elapsed / done * (self.total - step)
+        print(
+            f"step {step}/{self.total}  reward {m['reward']:.3f}  tool ok {m['tool_success']:.2f}  "
+            f"step pass {m['step_pass_rate']:.2f}  rows {m['rows']}  loss {m.get('loss', float('nan')):.4f}  "
+            f"{m['time/step_s']:.0f} s/step  eta {eta / 60:.1f} min",
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(out: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(out) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line a kill cut short
+            break
+    return rows
+
+
+def write_samples(out: Path, step: int, records) -> None:
+    folder = out / "samples"
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".step-{step}.jsonl.tmp"
+    write_jsonl(records, tmp)
+    os.replace(tmp, folder / f"step-{step}.jsonl")

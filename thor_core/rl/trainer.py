@@ -1,0 +1,356 @@
+"""The hierarchical-RL trainer (THOR stage 3): one loop over the kit's rollout engine and accelerate.
+
+One step: sample G rollouts for each of the step's questions through the
+engine (vLLM or hf backend, tools in the sandbox); grade them; build the
+episode groups; in ``thor`` mode cut step-level prefixes at failed calls and
+sample G one-code-block continuations each; drop groups without reward
+spread and sample more questions while the batch is short (at most
+``max_refill_rounds`` rounds, counted); compute group advantages on whole
+groups; then update the policy on the rows with ``thor_core.rl.losses`` and
+push the new weights into the engine. ``cot`` mode is the same without tools.
+
+On-policy by default: one optimizer step per rollout batch, the ratio's old
+log-probs being the trainer's own, detached (ratio 1, as TRL does). With
+``updates_per_batch`` U > 1 (the authors' variant) the batch is split into U
+mini-batches, one optimizer step each, and the old log-probs are computed
+once by the trainer before the first. The engine's sampled log-probs are
+compared with the trainer's on every trained token and the gap logged;
+``tis_cap`` turns on truncated importance sampling on it.
+
+Several processes (``accelerate launch``): every rank samples whole groups
+for its share of the questions; the rows are gathered on every rank, so the
+filters, advantages and loss normalisers (token and row counts) are those of
+the whole batch; rank r then trains on rows r, r + n, ...; every rank runs
+the same number of micro-steps (a rank short of rows runs a zero-weight
+one), and the loss is scaled by the number of ranks to undo DDP's gradient
+mean: 1 and N processes take the same optimizer steps.
+
+Resumable (``thor_core.rl.run``): a checkpoint after every ``save_steps``
+(model, optimizer, scheduler, RNG states via ``accelerator.save_state``, and
+the step and data position); rollouts are seeded by (seed, step, question,
+sample), so a run killed at any moment and restarted continues as if never
+stopped. A sandbox health check runs before the first step; a step whose
+calls hit sandbox timeouts beyond ``infra_failure_limit`` stops the run.
+
+Not covered: asynchronous (off-policy) rollouts, a separate vLLM server for
+the policy, sequence packing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+from collections import Counter
+from contextlib import ExitStack, nullcontext
+from typing import Any
+
+import torch
+
+from thor_core.backends.base import SamplingParams
+from thor_core.rl import batch as rb
+from thor_core.rl import run as rr
+from thor_core.rl.config import RLParams
+from thor_core.rl.losses import batch_totals, nll_weights, policy_loss, token_weights, truncated_is_weight
+from thor_core.rl.policy import engine_weights, load_policy, token_logprobs
+from thor_core.rollout import RolloutConfig, RolloutTask, mix_seed, run_rollouts
+
+
+class InfrastructureFailure(RuntimeError):
+    """The sandbox failed on too many calls: the model is not to blame, so training stops."""
+
+
+def rollout_configs(p: RLParams) -> tuple[RolloutConfig, RolloutConfig]:
+    """(episode, step-level) engine settings."""
+    sampling = SamplingParams(temperature=p.temperature, top_p=p.top_p)
+    episode = RolloutConfig(
+        max_new_tokens=p.max_new_tokens,
+        max_tool_rounds=p.max_tool_rounds,
+        tools=p.tools,
+        sampling=sampling,
+        stop_at_failed_call=p.stop_at_failed_call,
+        code_timeout_s=p.code_timeout_s,
+    )
+    step = RolloutConfig(
+        max_new_tokens=p.max_new_tokens + p.step_max_new_tokens,
+        max_tool_rounds=1,
+        sampling=sampling,
+        stop_after_code=True,
+        code_timeout_s=p.code_timeout_s,
+    )
+    return episode, step
+
+
+class Trainer:
+    def __init__(self, p: RLParams, progress: bool = True) -> None:
+        from accelerate import Accelerator
+
+        self.p, self.out = p, p.out()
+        self.acc = Accelerator(cpu=not torch.cuda.is_available())
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.lines = p.progress == "lines" or (p.progress == "auto" and not (sys.stderr.isatty() and progress))
+        self.bars = progress and not self.lines
+        self.model_path = rr.resolve_start_model(p.model)
+        self.problems = rr.training_problems(p)
+        torch.manual_seed(p.seed)
+        model, self.tokenizer = load_policy(self.model_path, p.method, p.lora_r, p.lora_alpha, p.gradient_checkpointing)
+        self.ref = copy.deepcopy(model).eval().requires_grad_(False) if p.kl_beta and p.method == "full" else None
+        trainable = [x for x in model.parameters() if x.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=p.learning_rate, weight_decay=p.weight_decay)
+        warm = max(p.warmup_steps, 0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        self.state = {"step": 0, "cursor": 0}
+
+    # -- data ------------------------------------------------------------
+    def _questions(self, n: int):
+        """The next ``n`` questions of the seeded, epoch-by-epoch order (global, the same on every rank)."""
+        out, N = [], len(self.problems)
+        for i in range(self.state["cursor"], self.state["cursor"] + n):
+            order = list(range(N))
+            random.Random(mix_seed(self.p.seed, "epoch", i // N)).shuffle(order)
+            out.append((i, self.problems[order[i % N]]))
+        self.state["cursor"] += n
+        return out
+
+    def _episode_tasks(self, questions, step: int) -> list[RolloutTask]:
+        mode = "tir" if self.p.tools else "cot"
+        from thor_core import tir
+
+        tasks = []
+        for i, problem in questions:
+            prompt = self.tokenizer.encode(
+                tir.render_prompt(self.tokenizer, problem.question, mode), add_special_tokens=False
+            )
+            group = f"e/{step}/{i}"
+            for k in range(self.p.group_size):
+                tasks.append(
+                    RolloutTask(
+                        question_id=str(problem.id),
+                        question=problem.question,
+                        gold_answer=problem.answer,
+                        prompt_ids=prompt,
+                        seed=mix_seed(self.p.seed, "episode", step, i, k),
+                        metadata={"group": group, "rl_level": "episode", "step": step, "sample": k, "mode": mode},
+                    )
+                )
+        return tasks
+
+    # -- one step's batch ------------------------------------------------
+    def collect(self, step: int, backend, sandbox, grader) -> tuple[list[rb.Row], dict[str, Any], list]:
+        """Rollouts, rewards, groups (refilled while short), advantages: the step's rows on every rank."""
+        from accelerate.utils import gather_object
+
+        p = self.p
+        ep_cfg, step_cfg = rollout_configs(p)
+        counts, rows, records = Counter(), [], []
+        timing, kept = Counter(), 0
+        for round_ in range(1 + p.max_refill_rounds):
+            questions = self._questions(p.questions_per_step - kept)
+            mine = questions[self.rank :: self.world]
+            t0 = time.monotonic()
+            episodes = self._rollouts(backend, sandbox, self._episode_tasks(mine, step), ep_cfg, "episode")
+            rewards = [float(grader.grade_completion(r.gold_answer, r.completion_text).correct) for r in episodes]
+            for r, reward in zip(episodes, rewards):
+                r.correct, r.metadata["reward"] = bool(reward), reward
+            new, c = rb.episode_rows(episodes, rewards, p, self.tokenizer)
+            counts.update(c)
+            timing["rollout_s"] += time.monotonic() - t0
+            if p.mode == "thor":
+                t0 = time.monotonic()
+                rng = random.Random(mix_seed(p.seed, "prefixes", step, round_, self.rank))
+                tasks = rb.step_tasks(rb.step_prefixes(episodes, p, rng), p, self.tokenizer)
+                continuations = self._rollouts(backend, sandbox, tasks, step_cfg, "step level")
+                for r in continuations:
+                    r.metadata["reward"] = rb.step_reward(r)
+                new += rb.step_rows(continuations)
+                records_step = continuations
+                timing["step_rollout_s"] += time.monotonic() - t0
+            else:
+                records_step = []
+            self._check_infrastructure(episodes + records_step)
+            gathered = gather_object([(new, episodes, records_step, dict(counts))])
+            rows += [row for part in gathered for row in part[0]]
+            records += [(part[1], part[2]) for part in gathered]
+            counts = sum((Counter(part[3]) for part in gathered), Counter())
+            kept = len({r.group for r in rows if r.level == rb.EPISODE and _spread(rows, r.group)})
+            counts["refill_rounds"] = round_
+            if kept >= p.questions_per_step or round_ == p.max_refill_rounds:
+                break
+        rows, spread_counts = rb.with_advantages(rows, p.adv_eps)
+        counts.update(spread_counts)
+        episodes = [r for part in records for r in part[0]]
+        steps = [r for part in records for r in part[1]]
+        return rows, rr.batch_metrics(episodes, steps, rows, counts, timing, self.tokenizer), episodes + steps
+
+    def _rollouts(self, backend, sandbox, tasks, cfg, what: str):
+        if self.lines and self.acc.is_main_process:
+            print(f"  {what}: {len(tasks)} rollouts on rank {self.rank} ...", flush=True)
+        return run_rollouts(backend, sandbox if cfg.tools else None, tasks, cfg, progress=self.bars)
+
+    def _check_infrastructure(self, records) -> None:
+        calls = [c for r in records for c in r.tool_calls]
+        timeouts = sum(c.timed_out for c in calls)
+        if calls and timeouts / len(calls) > self.p.infra_failure_limit and len(calls) >= 4:
+            raise InfrastructureFailure(
+                f"{timeouts} of {len(calls)} code calls timed out this step (limit: {self.p.infra_failure_limit:.0%}): "
+                "is the sandbox overloaded or code_timeout_s too short? Raise infra_failure_limit only if the "
+                "model itself writes slow code."
+            )
+
+    # -- the update ------------------------------------------------------
+    def update(self, rows: list[rb.Row]) -> dict[str, float]:
+        """U optimizer steps on the rows (U = updates_per_batch mini-batches), this rank's share of each."""
+        p, stats = self.p, Counter()
+        if not rows:
+            return {"skipped_update": 1.0}
+        minis = [rows[u :: p.updates_per_batch] for u in range(p.updates_per_batch)]
+        old = self._old_logprobs(rows) if p.updates_per_batch > 1 else None
+        t0 = time.monotonic()
+        for mini in minis:
+            stats.update(self._optimizer_step(mini, old))
+        stats["time/update_s"] = time.monotonic() - t0
+        return dict(stats)
+
+    def _old_logprobs(self, rows) -> dict[int, torch.Tensor]:
+        out = {}
+        with torch.no_grad():
+            for chunk in _chunks(rows, self.p.micro_batch_rows):
+                b = self._collate(chunk)
+                logp, _ = token_logprobs(self.model, b, self.p.temperature, bf16=self.p.bf16)
+                for row, lp in zip(chunk, logp):
+                    out[id(row)] = lp[: len(row.record.completion_ids)]
+        return out
+
+    def _collate(self, rows):
+        b = rb.collate(rows, self.tokenizer.pad_token_id)
+        return {k: v.to(self.acc.device) for k, v in b.items()}
+
+    def _optimizer_step(self, rows: list[rb.Row], old: dict | None) -> Counter:
+        p, acc = self.p, self.acc
+        levels = None if p.combine == "joint" else torch.tensor([r.level for r in rows])
+        full = rb.collate(rows, self.tokenizer.pad_token_id)
+        totals = batch_totals(
+            full["trained"], levels if levels is not None else torch.zeros(len(rows), dtype=torch.long)
+        )
+        positive = full["trained"] * (full["advantages"] > 0).float()[:, None]
+        nll_totals = batch_totals(positive, levels if levels is not None else torch.zeros(len(rows), dtype=torch.long))
+        mine = rows[self.rank :: self.world]
+        n_micro = math.ceil(max(math.ceil(len(rows) / self.world), 1) / p.micro_batch_rows)
+        chunks = list(_chunks(mine, p.micro_batch_rows)) if mine else []
+        while len(chunks) < n_micro:  # the same number of micro-steps on every rank
+            chunks.append(None)
+        stats = Counter()
+        for i, chunk in enumerate(chunks):
+            weight = 1.0 if chunk is not None else 0.0
+            chunk = chunk or rows[:1]
+            b = self._collate(chunk)
+            lv = b["levels"] if p.combine == "separate" else None
+            w = token_weights(b["trained"], p.aggregation, lv, totals) * weight
+            nw = nll_weights(b["trained"], b["advantages"], lv, nll_totals) * weight
+            sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(self.model)
+            with sync:
+                logp, ent = token_logprobs(self.model, b, p.temperature, entropy=True, bf16=p.bf16)
+                old_logp = (
+                    torch.nn.utils.rnn.pad_sequence([old[id(r)] for r in chunk], batch_first=True)
+                    if old is not None
+                    else logp.detach()
+                )
+                engine = b["engine_logp"]
+                known = (b["trained"] > 0) & ~torch.isnan(engine)
+                is_w = None
+                if p.tis_cap is not None:
+                    is_w = torch.where(known, truncated_is_weight(old_logp, torch.nan_to_num(engine), p.tis_cap), 1.0)
+                ref = None
+                if p.kl_beta:
+                    ref = self._ref_logprobs(b)
+                loss, s = policy_loss(
+                    logp, old_logp, b["advantages"], w, nw, eps_low=p.eps_low, eps_high=p.eps_high,
+                    dual_clip=p.dual_clip, nll_alpha=p.nll_alpha, ref_logp=ref, kl_beta=p.kl_beta, is_weight=is_w,
+                )  # fmt: skip
+                acc.backward(loss * self.world)
+            if weight:
+                diff = (engine - logp.detach())[known]
+                stats.update({k: float(v) for k, v in s.items()})
+                stats["loss"] += float(loss.detach())
+                stats["entropy_sum"] += float((ent * b["trained"]).sum())
+                stats["trained_tokens"] += float(b["trained"].sum())
+                stats["logprob_diff_abs_sum"] += float(diff.abs().sum())
+                stats["logprob_diff_n"] += diff.numel()
+                stats["logprob_diff_max"] = max(
+                    stats["logprob_diff_max"], float(diff.abs().max()) if diff.numel() else 0
+                )
+        norm = acc.clip_grad_norm_(self.model.parameters(), p.max_grad_norm) if p.max_grad_norm else None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats["grad_norm"] += float(norm) if norm is not None else 0.0
+        stats["optimizer_steps"] += 1
+        return rr.reduce_stats(stats, acc)
+
+    def _ref_logprobs(self, b):
+        with torch.no_grad():
+            if self.ref is not None:
+                return token_logprobs(self.ref, b, self.p.temperature, bf16=self.p.bf16)[0]
+            with self.acc.unwrap_model(self.model).disable_adapter():
+                return token_logprobs(self.model, b, self.p.temperature, bf16=self.p.bf16)[0]
+
+    def push_weights(self, backend) -> float:
+        t0 = time.monotonic()
+        backend.load_weights(engine_weights(self.acc.unwrap_model(self.model)))
+        return time.monotonic() - t0
+
+    # -- the run ---------------------------------------------------------
+    def train(self, backend=None) -> dict[str, Any]:
+        """The run; ``backend`` replaces the engine made from ``p.backend`` (tests pass a scripted one)."""
+        from thor_core.backends import make_backend
+        from thor_core.grading import Grader
+
+        p = self.p
+        resumed = rr.prepare_folder(self, p)
+        if rr.is_finished(self.out):
+            return rr.read_summary(self.out)
+        with ExitStack() as stack:
+            if backend is None:
+                backend = stack.enter_context(make_backend(p.backend, self.model_path, **rr.backend_options(p)))
+            sandbox = None
+            if p.tools:
+                from thor_core.sandbox import Sandbox, SandboxConfig
+
+                sandbox = stack.enter_context(Sandbox(SandboxConfig()))
+                sandbox.health_check()
+            grader = stack.enter_context(Grader())
+            if resumed:
+                self.push_weights(backend)
+            log = rr.MetricsLog(self.out, self.acc.is_main_process, p.tensorboard, p.steps, self.state["step"])
+            while self.state["step"] < p.steps:
+                step, t0 = self.state["step"], time.monotonic()
+                rows, metrics, records = self.collect(step, backend, sandbox, grader)
+                metrics.update(self.update(rows))
+                metrics["time/sync_s"] = self.push_weights(backend)
+                metrics["time/step_s"] = time.monotonic() - t0
+                metrics["lr"] = self.scheduler.get_last_lr()[0]
+                self.state["step"] = step + 1
+                log.write(step + 1, metrics, self.lines)
+                if self.acc.is_main_process and p.samples_every and (step + 1) % p.samples_every == 0:
+                    rr.write_samples(self.out, step + 1, records)
+                if (step + 1) % p.save_steps == 0 or step + 1 == p.steps:
+                    rr.save_checkpoint(self, step + 1)
+            log.close()
+        return rr.finish(self)
+
+
+def _spread(rows: list[rb.Row], group: str) -> bool:
+    return len({r.reward for r in rows if r.group == group}) > 1
+
+
+def _chunks(xs: list, n: int):
+    for i in range(0, len(xs), n):
+        yield xs[i : i + n]
+
+
+def train(p: RLParams, progress: bool = True, backend=None) -> dict[str, Any]:
+    """Run (or resume, or return the summary of a finished) RL run; see the module docstring."""
+    return Trainer(p, progress).train(backend)
