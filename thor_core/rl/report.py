@@ -10,7 +10,8 @@
 - ``plot_curves``: reward, accuracy, tool success and step-level pass rate
   per step from ``metrics.jsonl`` (PNG and PDF).
 - ``episode_with_regenerations``: a rollout of a saved step and its
-  step-level continuations, for ``thor_core.viewer``.
+  step-level continuations, for ``thor_core.viewer``; ``write_viewer``
+  the run's ``trajectories.html``.
 
 Not covered: the ablation ladder across stages (notebook 05).
 """
@@ -51,6 +52,7 @@ class NotebookParams(RLParams):
     eval_seed: int = field(default=0, metadata={"help": "rollout seed of the check, the same for both models"})
     show_trajectories: int = field(default=2, metadata={"help": "rollouts shown before and after"})
     run_dir: str | None = field(default=None, metadata={"help": "run folder (run_notebook sets it)"})
+    output_dir: str | None = field(default=None, metadata={"help": "run folder (null: outputs/adhoc/03_rl)"})
 
     def training(self, model: str, out_dir: str | os.PathLike) -> RLParams:
         names = {f.name for f in dataclasses.fields(RLParams)}
@@ -171,3 +173,11 @@ def episode_with_regenerations(out_dir, step: int, n: int = 1) -> list[tuple[Tra
     pairs = [(e, children.get(f"{e.metadata['group']}/{e.metadata['sample']}", [])) for e in episodes]
     pairs.sort(key=lambda pair: (bool(pair[1]), bool(pair[0].tool_calls)), reverse=True)
     return pairs[:n]
+
+
+def write_viewer(out_dir, tokenizer, per_step: int = 2) -> Path:
+    """``trajectories.html``: ``per_step`` rollouts of every saved step with their step-level regenerations."""
+    from thor_core import viewer
+
+    pairs = [pair for s in saved_steps(out_dir) for pair in episode_with_regenerations(out_dir, s, per_step)]
+    return viewer.write_html(pairs, Path(out_dir) / "trajectories.html", tokenizer, title="RL rollouts")

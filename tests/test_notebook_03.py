@@ -1,0 +1,64 @@
+"""Notebook 03 (hierarchical RL) headless, exactly as the user's CI runs it: ``papermill notebooks/03_rl.ipynb OUT``.
+
+The defaults are smoke-sized: the real embedded Qwen model (notebook 02's
+checkpoint when it exists, else the embedded model with a printed note), the
+real engine (vLLM where installed) and sandbox, two RL steps, the viewer, the
+held-out before/after check. ``THOR_OUTPUTS`` keeps the run folder in tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from thor_core.rl.config import load_params
+from thor_core.rl.report import NotebookParams
+from thor_core.runs import REPO_ROOT
+
+pytestmark = [pytest.mark.notebook, pytest.mark.model]
+
+
+def test_papermill_with_the_notebooks_defaults(tmp_path):
+    out = tmp_path / "OUT.ipynb"
+    env = {**os.environ, "THOR_OUTPUTS": str(tmp_path / "outputs")}
+    cmd = [sys.executable, "-m", "papermill", "notebooks/03_rl.ipynb", str(out)]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "step 2/2" in text and "eta" in text  # plain progress lines
+    assert "IProgress" not in text and "TqdmWarning" not in text
+    run = tmp_path / "outputs" / "adhoc" / "03_rl"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(0 <= r["reward"] <= 1 and r["episode_rollouts"] >= 8 for r in rows)
+    assert (run / "final" / "config.json").is_file() and (run / "curves.png").stat().st_size > 1000
+    assert (run / "curves.pdf").is_file() and (run / "samples" / "step-2.jsonl").is_file()
+    html = (run / "trajectories.html").read_text()
+    assert "<details" in html and "<script" not in html
+    check = json.loads((run / "before_after.json").read_text())
+    assert check["heldout"]["n"] == 4 and check["after"]["n"] == 4 and check["before"]["n"] == 4
+    summary = json.loads((run / "rl_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["mode"] == "thor"
+    if not (REPO_ROOT / "outputs/cpu/02_sft/final").exists():  # a fresh clone: the fallback, said plainly
+        assert "starting from embedded:qwen2.5-coder-0.5b-instruct instead" in text
+
+    # Re-run with the same output folder: the finished run is not redone.
+    again = subprocess.run(cmd[:-1] + [str(tmp_path / "again.ipynb")], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu-1.5b", "gpu-7b"])
+def test_every_profile_is_valid_for_the_notebook_and_the_cli(profile):
+    path = REPO_ROOT / "params" / profile / "03_rl.yaml"
+    assert load_params(path, schema=NotebookParams).steps >= 1
+    assert load_params(path).mode in ("cot", "episode", "thor")
