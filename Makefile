@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PROFILE ?= cpu
 
-.PHONY: demo test test-fast lint format bench clean-venv
+.PHONY: demo smoke test test-fast lint format bench clean-venv
 
 $(VENV)/.installed: requirements/cpu.txt requirements/cpu-lock.txt requirements/no-deps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ $(VENV)/.installed: requirements/cpu.txt requirements/cpu-lock.txt requirements/
 
 demo: $(VENV)/.installed
 	$(PY) -m thor_core.demo --profile $(PROFILE)
+
+smoke: $(VENV)/.installed
+	$(PY) -m thor_core.demo --profile smoke
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

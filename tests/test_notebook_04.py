@@ -1,4 +1,4 @@
-"""Notebook 04 (correction and inference) headless with the smoke profile, and the demo's report of it."""
+"""Notebook 04 (correction and inference) headless with the smoke profile."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import nbformat
 import pytest
 
-from thor_core import demo
 from thor_core.runs import run_notebook
 
 
@@ -31,5 +30,3 @@ def test_notebook_04_smoke(tmp_path):
     assert (run_dir / "best_of_n-tir.png").exists()
     assert "| benchmark |" in (run_dir / "summary.md").read_text()
 
-    shown = demo.report(executed)
-    assert str(executed) in shown and "accuracy.png" in shown and "tir-sc Avg@2" in shown

@@ -1,63 +1,105 @@
-"""``python -m thor_core.demo --profile cpu``: the kit's demo (what ``make demo`` runs).
+"""``python -m thor_core.demo --profile cpu``: the whole method, notebooks 01 to 05 (what ``make demo`` runs).
 
-Runs notebook 04 (correction and inference) headless on a parameter profile
-through ``thor_core.runs.run_notebook``, into ``outputs/<profile>/04_correction_inference/``
-(resumed when it exists, so an interrupted demo continues; ``--fresh`` starts a
-new time-stamped folder), then prints where the executed notebook, the report
-and the figures are, and the comparison table.
+Each stage's notebook runs headless through ``thor_core.runs.run_notebook``
+on ``params/<profile>/<notebook>.yaml`` into ``outputs/<profile>/<notebook>/``
+(executed notebook, manifest, outputs). A stage whose manifest says ``ok`` is
+skipped unless ``--force`` names it (or ``all``); an interrupted stage is
+resumed (every stage's work is resumable). The terminal gets one line per
+stage and the notebooks' own progress lines (plain text with an ETA), not
+kernel noise. At the end ``outputs/<profile>/REPORT.md`` lists each stage's
+status, time, executed notebook, manifest and viewer files, and notebook 05's
+ladder table where it ran.
 
-Not covered: the other notebooks (run them with ``python -m thor_core.runs``).
+Not covered: several machines (run a stage's module under ``accelerate
+launch``, then its notebook with the same folder: it finds the work done).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 
-from thor_core import evaluation
-from thor_core.runs import OUTPUTS, NotebookError, ParamsError, run_notebook
+from thor_core.runs import OUTPUTS, REPO_ROOT, NotebookError, ParamsError, run_notebook
 
-NOTEBOOK = "04_correction_inference"
+STAGES = ("01_tirgen", "02_sft", "03_rl", "04_correction_inference", "05_analysis_figures")
 
 
-def report(executed: str | Path) -> str:
-    """What the demo prints about a finished run: paths, figures, and the comparison table."""
-    run_dir = Path(executed).parent
-    summaries = list(json.loads((run_dir / "summary.json").read_text()).values())
-    figures = "".join(f"  {p}\n" for p in sorted(run_dir.glob("*.png")))
-    return (
-        f"executed notebook: {executed}\n"
-        f"report:            {run_dir / 'summary.md'}\n"
-        f"records:           {run_dir}/records-*.jsonl\n"
-        f"figures:\n{figures}\n"
-        f"{evaluation.comparison_table(summaries)}"
-    )
+def _quiet_kernel_logs() -> None:
+    """Keep papermill's streamed cell output; drop jupyter_client's and traitlets' warnings (e.g. TCP without
+    encryption, which is about a loopback kernel the demo starts itself)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    for name in ("traitlets", "jupyter_client", "nbclient", "asyncio"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("papermill").setLevel(logging.INFO)
+
+
+def status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_stage(stage: str, profile: str, root: Path, force: bool) -> dict:
+    run_dir = root / profile / stage
+    if not (REPO_ROOT / "params" / profile / f"{stage}.yaml").exists():
+        return {"stage": stage, "status": "no profile", "run_dir": str(run_dir)}
+    before = status(run_dir)
+    if before.get("status") == "ok" and not force:
+        return {"stage": stage, "status": "done before", "run_dir": str(run_dir), "duration_s": before.get("duration_s")}
+    t0 = time.monotonic()
+    executed = run_notebook(stage, profile=profile, out_dir=run_dir, resume=True, log_output=True)
+    return {"stage": stage, "status": "ok", "run_dir": str(run_dir), "executed": str(executed),
+            "duration_s": round(time.monotonic() - t0, 1)}  # fmt: skip
+
+
+def write_report(profile: str, root: Path, results: list[dict]) -> Path:
+    """``REPORT.md``: stages, times, files, and the ladder table of notebook 05 when it wrote one."""
+    lines = [f"# THOR demo report: profile `{profile}`", "", "| stage | status | time | folder |", "|---|---|---|---|"]
+    for r in results:
+        t = f"{r['duration_s']:.0f} s" if r.get("duration_s") else "-"
+        lines.append(f"| {r['stage']} | {r['status']} | {t} | `{r['run_dir']}` |")
+    for r in results:
+        folder = Path(r["run_dir"])
+        files = sorted(p for p in folder.glob("*") if p.suffix in (".html", ".png", ".md", ".ipynb", ".json"))
+        if files:
+            lines += ["", f"## {r['stage']}", ""] + [f"- [{p.name}]({p})" for p in files]
+    ladder = root / profile / "05_analysis_figures" / "ladder.md"
+    if ladder.exists():
+        lines += ["", "## The ladder (notebook 05)", "", ladder.read_text()]
+    path = root / profile / "REPORT.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m thor_core.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="cpu", help="params/<profile>/04_correction_inference.yaml (default: cpu)")
-    ap.add_argument("--out-dir", help="run folder (default: outputs/<profile>/04_correction_inference)")
-    ap.add_argument("--fresh", action="store_true", help="start a new time-stamped run folder instead of resuming")
+    ap.add_argument("--profile", default="cpu", help="params/<profile>/ (smoke, cpu, cpu-full, gpu-*; default cpu)")
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, help="stages to run (default: all)")
+    ap.add_argument("--force", nargs="*", default=[], help="stages to redo even if done ('all' for every stage)")
     args = ap.parse_args(argv)
-    out_dir = Path(args.out_dir) if args.out_dir else OUTPUTS / args.profile / NOTEBOOK
-    if args.fresh:
-        out_dir = out_dir.with_name(f"{out_dir.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}")
-    print(f"running notebooks/{NOTEBOOK}.ipynb with profile {args.profile!r} into {out_dir} ...", flush=True)
-    try:
-        executed = run_notebook(
-            NOTEBOOK, profile=args.profile, out_dir=out_dir, resume=True, progress_bar=sys.stderr.isatty()
-        )
-    except (ParamsError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NotebookError as e:
-        print(f"error: {e}\n(if the parameters changed since the last run, add --fresh)", file=sys.stderr)
-        return 1
-    print(report(executed))
+    _quiet_kernel_logs()
+    results, t0 = [], time.monotonic()
+    for i, stage in enumerate(args.stages, 1):
+        print(f"[{i}/{len(args.stages)}] {stage} (profile {args.profile}) ...", flush=True)
+        try:
+            result = run_stage(stage, args.profile, OUTPUTS, "all" in args.force or stage in args.force)
+        except (ParamsError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except NotebookError as e:
+            print(f"error in {stage}: {e}", file=sys.stderr)
+            results.append({"stage": stage, "status": "failed", "run_dir": str(OUTPUTS / args.profile / stage)})
+            write_report(args.profile, OUTPUTS, results)
+            return 1
+        results.append(result)
+        print(f"[{i}/{len(args.stages)}] {stage}: {result['status']}  (demo elapsed {time.monotonic() - t0:.0f} s)",
+              flush=True)  # fmt: skip
+    print(f"report: {write_report(args.profile, OUTPUTS, results)}")
     return 0
 
 

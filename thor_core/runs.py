@@ -33,6 +33,7 @@ parameters are meant relative to the repo root: notebooks resolve them with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import hashlib
@@ -85,9 +86,14 @@ HASH_CACHE_NAME = ".thor-sha256.json"
 
 
 def repo_path(path: str | os.PathLike) -> Path:
-    """``path`` as given if absolute, else relative to the repo root."""
+    """``path`` as given if absolute, else relative to the repo root; ``outputs/...`` is under ``OUTPUTS``
+    (``THOR_OUTPUTS`` moves every stage's folder, and the paths profiles give between stages, together)."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    if path.is_absolute():
+        return path
+    if path.parts and path.parts[0] == "outputs":
+        return OUTPUTS.joinpath(*path.parts[1:])
+    return REPO_ROOT / path
 
 
 # --------------------------------------------------------------------------
@@ -599,6 +605,21 @@ def _failure(error: BaseException) -> tuple[dict[str, Any], str]:
     return entry, f"{cell} raised {error.ename}: {error.evalue}"
 
 
+@contextlib.contextmanager
+def _kernel_env(values: Mapping[str, str]):
+    """Set environment variables for the kernels started inside the block (a kernel inherits ours); restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_notebook(
     notebook_path: str | os.PathLike,
     profile: str | None = None,
@@ -609,6 +630,7 @@ def run_notebook(
     resume: bool = False,
     model_path: str | os.PathLike | None = None,
     progress_bar: bool = False,
+    log_output: bool = False,
 ) -> Path:
     """Execute a notebook headless with papermill; return the executed notebook's path.
 
@@ -621,7 +643,8 @@ def run_notebook(
 
     The run folder is ``out_dir``, or ``OUTPUTS/<profile or "adhoc">/<notebook stem>``;
     see :func:`start_run` for ``resume`` and ``model_path``. The kernel's working
-    directory is the notebook's folder (as in JupyterLab). On failure the
+    directory is the notebook's folder (as in JupyterLab), and its environment
+    has ``THOR_PROGRESS=lines`` (plain progress lines, ``thor_core.progress``). On failure the
     manifest gets status ``"failed"`` and the error, and :class:`NotebookError`
     naming the cell is raised.
     """
@@ -655,15 +678,16 @@ def run_notebook(
     if "run_dir" in declared and "run_dir" not in params:
         params["run_dir"] = str(run.dir)
     try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters=params,
-            kernel_name=kernel,
-            cwd=str(notebook.parent),
-            progress_bar=progress_bar,
-            log_output=False,
-        )
+        with _kernel_env({"THOR_PROGRESS": "lines"}):  # headless: plain progress lines (thor_core.progress)
+            papermill.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=params,
+                kernel_name=kernel,
+                cwd=str(notebook.parent),
+                progress_bar=progress_bar,
+                log_output=log_output,  # the cells' output streamed to papermill's logger (the demo's terminal)
+            )
     except BaseException as e:
         entry, message = _failure(e)
         run.finish("failed", error=entry)

@@ -94,11 +94,11 @@ def before_after(p: NotebookParams, out_dir, start: str, final: str, sandbox, gr
     """Evaluate the start model and the RL checkpoint on held-out problems; write ``before_after.json``."""
     from thor_core import evaluation
     from thor_core.backends import make_backend
-    from thor_core.rl.run import training_problems
+    from thor_core.rl.run import resolve_start_model, training_problems
 
     out_dir = Path(out_dir)
     problems, note = heldout_problems(p, training_problems(p))
-    models = {"start": start, "rl": str(final)}
+    models = {"start": resolve_start_model(start), "rl": str(final)}
     results, walls = {}, {}
     for tag, model in models.items():
         t0 = time.monotonic()

@@ -352,5 +352,16 @@ def _chunks(xs: list, n: int):
 
 
 def train(p: RLParams, progress: bool = True, backend=None) -> dict[str, Any]:
-    """Run (or resume, or return the summary of a finished) RL run; see the module docstring."""
-    return Trainer(p, progress).train(backend)
+    """Run (or resume, or return the summary of a finished) RL run; see the module docstring.
+
+    The policy, optimizer and engine are freed before returning (a notebook goes on to evaluate other models).
+    """
+    import gc
+
+    trainer = Trainer(p, progress)
+    try:
+        return trainer.train(backend)
+    finally:
+        trainer.acc.free_memory()
+        del trainer
+        gc.collect()
