@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from thor_core.stats import binomial_cdf_half, mcnemar_exact, paired_outcomes
+from thor_core.stats import binomial_cdf_half, mcnemar_exact, paired_outcomes, wilson_interval
 
 
 def test_binomial_cdf_half_is_exact():
@@ -35,3 +35,15 @@ def test_paired_outcomes_counts_only_shared_keys():
     assert t["unpaired"] == 2 and t["rate_first"] == 1 / 3 and t["rate_second"] == 1.0
     assert t["p_value"] == mcnemar_exact(0, 2) == 0.5
     assert paired_outcomes({}, {})["rate_first"] is None
+
+
+def test_wilson_interval_by_hand():
+    # 15 of 60: p = 0.25, z^2/n = 0.064024; centre 0.282012 / 1.064024, half 1.842014 * sqrt(0.003125 + 0.000267)
+    low, high = wilson_interval(15, 60)
+    assert math.isclose(low, 0.157765, abs_tol=1e-5) and math.isclose(high, 0.372321, abs_tol=1e-5)
+    assert wilson_interval(0, 10)[0] == 0.0 and math.isclose(wilson_interval(0, 10)[1], 0.277533, abs_tol=1e-5)
+    assert math.isclose(wilson_interval(10, 10)[0], 1 - 0.277533, abs_tol=1e-5)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(50, 100, z=1.0)[1] - 0.5 < wilson_interval(50, 100)[1] - 0.5  # smaller z, narrower
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)

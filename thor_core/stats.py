@@ -9,10 +9,13 @@ discordant pair is a fair coin, so the two-sided p-value is
 exactly with integer binomial coefficients. ``paired_outcomes`` builds the
 table from two mappings of key -> bool; ``mcnemar_exact`` tests it.
 
-Not covered: the mid-p or continuity-corrected chi-square variants,
-confidence intervals, or clustering (several samples of one question are
-treated as independent pairs; with k > 1 samples per question the p-value is
-optimistic).
+``wilson_interval`` gives the Wilson score interval of a binomial proportion
+(95% by default), which stays inside [0, 1] and behaves at 0 and n successes.
+
+Not covered: the mid-p or continuity-corrected chi-square variants, other
+interval methods (Clopper-Pearson, bootstrap), or clustering (several samples
+of one question are treated as independent pairs; with k > 1 samples per
+question the p-value is optimistic, and the Wilson interval too narrow).
 """
 
 from __future__ import annotations
@@ -65,3 +68,19 @@ def paired_outcomes(first: Mapping[Hashable, bool], second: Mapping[Hashable, bo
         "rate_second": (table["both"] + table["only_second"]) / n if n else None,
         "p_value": mcnemar_exact(table["only_first"], table["only_second"]),
     }
+
+
+Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for ``successes`` out of ``n`` (95% with the default ``z``); (0, 1) when n is 0."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
