@@ -146,3 +146,20 @@ def test_bad_settings_and_missing_inputs_are_named(reference, tmp_path):
     root, problems, _ = reference
     with pytest.raises(ValueError, match="other settings.*learning_rate"):
         rl_scripted.run(root / "ref", problems, learning_rate=1e-3, steps=3)
+
+
+def test_the_papers_separate_losses_with_several_updates_kl_and_truncated_is(reference):
+    root, problems, _ = reference
+    out = root / "variant"
+    rl_scripted.run(out, problems, steps=1, combine="separate", updates_per_batch=2, kl_beta=0.01, tis_cap=2.0)
+    [row] = _metrics(out)
+    assert row["optimizer_steps"] == 2 and row["kl"] >= 0 and row["loss"] == row["loss"]
+    assert row["rows"] == 14  # the same batch as the joint on-policy run; only the objective differs
+    assert _metrics(root / "ref")[0]["loss"] != pytest.approx(row["loss"])
+
+
+def test_cot_mode_runs_without_tools(reference):
+    root, problems, _ = reference
+    rl_scripted.run(root / "cot", problems, steps=1, mode="cot")
+    [row] = _metrics(root / "cot")
+    assert row["calls_per_rollout"] == 0 and row["step_rollouts"] == 0 and row["episode_rollouts"] == 8
