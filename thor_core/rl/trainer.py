@@ -207,7 +207,9 @@ class Trainer:
         if not rows:
             return {"skipped_update": 1.0}
         minis = [rows[u :: p.updates_per_batch] for u in range(p.updates_per_batch)]
+        t0 = time.monotonic()  # on-policy, the old log-probs are the update's own forward pass: no extra time
         old = self._old_logprobs(rows) if p.updates_per_batch > 1 else None
+        stats["time/logprob_s"] = time.monotonic() - t0
         t0 = time.monotonic()
         for mini in minis:
             stats.update(self._optimizer_step(mini, old))
