@@ -5,7 +5,12 @@ record), ``models`` (embedded and hub models), ``grading`` (answer
 equivalence), ``sandbox`` (code execution), ``backends`` + ``rollout`` (the
 engine), ``selection`` (best-of-N), ``data`` (benchmarks), ``problems``
 (generated training problems), ``evaluation``, ``plots``, ``runs`` (params,
-notebooks, manifests), ``demo`` (what ``make demo`` runs).
+notebooks, manifests), ``progress`` (progress bars), ``demo`` (what ``make demo``
+runs).
 """
 
+from thor_core import progress as _progress
+
 __version__ = "0.1.0"
+
+_progress.steer_tqdm_auto()  # headless kernels: no tqdm widgets from libraries either (progress.py)

@@ -42,6 +42,7 @@ from thor_core.backends.base import (
     SegmentRequest,
     ends_with_stop,
 )
+from thor_core.progress import bar as progress_bar
 from thor_core.record import Correction, ToolCall, Trajectory
 
 CODE_STOP = "```\n"  # the segment may have closed a code block: the loop checks whether it did
@@ -341,23 +342,17 @@ def run_rollouts(
         if sandbox is None:
             raise ValueError("tools are on (RolloutConfig.tools=True) but no sandbox was given")
         sandbox.health_check()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(tasks), desc=f"rollouts ({backend.name})", unit="traj")
+    bar = progress_bar(len(tasks), f"rollouts ({backend.name})", "traj", disable=not progress)
 
     def done(i: int, record: Trajectory) -> None:
-        if bar is not None:
-            bar.update(1)
+        bar.update(1)
         if on_done is not None:
             on_done(i, record)
 
     try:
         return _run_coroutine(rollout_many(backend, sandbox, tasks, cfg, done))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def _run_coroutine(coro):

@@ -24,8 +24,9 @@ Covered:
   a killed run restarts from its last complete checkpoint (model, optimizer,
   scheduler, RNG, data position: the trainer skips the batches already seen);
   a finished run returns at once unless ``overwrite``; other settings are refused.
-- Logs: ``<out>/loss.jsonl``, plain progress lines with an ETA where no
-  terminal is attached (papermill; tqdm bars otherwise), ``<out>/sft_summary.json``.
+- Logs: ``<out>/loss.jsonl``, plain progress lines with an ETA when headless
+  (papermill, pipes; ``thor_core.progress`` decides), the Trainer's bars on a
+  terminal or in JupyterLab, ``<out>/sft_summary.json``.
 - Several processes: ``accelerate launch --config_file params/accelerate/X.yaml
   -m thor_core.sft --config ...`` runs this module on every rank; the global
   batch is fixed (``global_batch_size``) and gradient accumulation derived from
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thor_core import sft_run
+from thor_core import progress, sft_run
 from thor_core.models import DEFAULT_MODEL
 from thor_core.runs import repo_path, validate_params, write_json_atomic
 
@@ -99,7 +100,7 @@ class SFTParams:
     save_steps: int = _f(50, "optimizer steps between two checkpoints (resume points)")
     save_total_limit: int | None = _f(2, "checkpoints kept (null: all)")
     overwrite: bool = _f(False, "redo a finished run from scratch (its checkpoints and final/ are deleted)")
-    progress: Literal["auto", "bar", "lines"] = _f("auto", "tqdm bar, plain lines, or auto (lines without a terminal)")
+    progress: Literal["auto", "bar", "lines"] = _f("auto", "tqdm bar, plain lines, or auto (lines when headless)")
 
     def __post_init__(self) -> None:
         counts = ("global_batch_size", "per_device_batch_size", "max_length", "save_steps", "logging_steps", "lora_r")
@@ -177,7 +178,6 @@ def sft_config(p: SFTParams, n_processes: int | None = None):
         raise ValueError(
             f"global_batch_size {p.global_batch_size} is not a multiple of per_device_batch_size x processes = {per_step}"
         )
-    tty = sys.stderr.isatty() and "ipykernel" not in sys.modules
     return SFTConfig(
         output_dir=str(repo_path(p.output_dir)),
         model_init_kwargs={"dtype": p.model_dtype, "attn_implementation": p.attn_implementation, "device_map": None},
@@ -203,7 +203,7 @@ def sft_config(p: SFTParams, n_processes: int | None = None):
         save_steps=p.save_steps,
         save_total_limit=p.save_total_limit,
         report_to=[],
-        disable_tqdm=p.progress == "lines" or (p.progress == "auto" and not tty),
+        disable_tqdm=p.progress == "lines" or (p.progress == "auto" and progress.mode() == "lines"),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False,

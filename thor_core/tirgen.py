@@ -40,6 +40,7 @@ from thor_core.backends.base import SamplingParams
 from thor_core.data import Problem, load_benchmark
 from thor_core.evaluation import GradedWriter, check_config, evaluate, load_records, math_grader
 from thor_core.models import DEFAULT_MODEL
+from thor_core.progress import bar as progress_bar
 from thor_core.record import Trajectory, write_jsonl
 from thor_core.rollout import RolloutConfig, _run_coroutine, make_tasks
 from thor_core.runs import load_params_file, repo_path, write_json_atomic
@@ -234,7 +235,9 @@ def generate(
     if todo:
         writer = GradedWriter(path, math_grader(grader))
         try:
-            _run_coroutine(_generate_all(actor, critic, sandbox, todo, cfg, p.max_in_flight, writer, progress))
+            # the bar is made here, on the caller's thread: in Jupyter the coroutine runs on a thread of its own
+            bar = progress_bar(len(todo), "TIRGen attempts", "attempt", disable=not progress)
+            _run_coroutine(_generate_all(actor, critic, sandbox, todo, cfg, p.max_in_flight, writer, bar))
         finally:
             writer.close()
         done = load_records(path)
@@ -242,10 +245,7 @@ def generate(
     return [done[(t.question_id, t.metadata["sample"])] for t in tasks]
 
 
-async def _generate_all(actor, critic, sandbox, tasks, cfg, max_in_flight: int, writer, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(tasks), desc="TIRGen attempts", unit="attempt", disable=not progress)
+async def _generate_all(actor, critic, sandbox, tasks, cfg, max_in_flight: int, writer, bar) -> None:
     gate = asyncio.Semaphore(max_in_flight)
 
     async def one(task):

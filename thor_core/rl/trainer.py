@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import sys
 import time
 from collections import Counter
 from contextlib import ExitStack, nullcontext
@@ -50,6 +49,7 @@ from typing import Any
 import torch
 
 from thor_core.backends.base import SamplingParams
+from thor_core.progress import mode as progress_mode
 from thor_core.rl import batch as rb
 from thor_core.rl import run as rr
 from thor_core.rl.config import RLParams
@@ -90,8 +90,8 @@ class Trainer:
         self.p, self.out = p, p.out()
         self.acc = Accelerator(cpu=not torch.cuda.is_available())
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
-        self.lines = p.progress == "lines" or (p.progress == "auto" and not (sys.stderr.isatty() and progress))
-        self.bars = progress and not self.lines
+        self.lines = p.progress == "lines" or (p.progress == "auto" and (not progress or progress_mode() == "lines"))
+        self.bars = progress and not self.lines  # rollout bars: widgets in JupyterLab, text on a terminal
         self.model_path = rr.resolve_start_model(p.model)
         self.problems = rr.training_problems(p)
         torch.manual_seed(p.seed)
