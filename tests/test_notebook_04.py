@@ -1,4 +1,4 @@
-"""Notebook 04 (correction and inference) headless with the smoke profile."""
+"""Notebook 04 (the ladder's rungs) headless with the smoke profile, and the ladder built from its files."""
 
 from __future__ import annotations
 
@@ -7,26 +7,54 @@ import json
 import nbformat
 import pytest
 
+from thor_core.ladder import build_ladder
 from thor_core.runs import run_notebook
 
 
 @pytest.mark.notebook
 @pytest.mark.model
 def test_notebook_04_smoke(tmp_path):
-    executed = run_notebook("04_correction_inference", profile="smoke", out_dir=tmp_path / "nb04")
+    missing = tmp_path / "no-sft" / "final"  # T3 points at a folder that is not there: skipped with a note
+    rungs = {"T1": "embedded:smollm2-135m-instruct", "T3": str(missing)}
+    executed = run_notebook(
+        "04_correction_inference",
+        profile="smoke",
+        overrides={"rungs": rungs},
+        out_dir=tmp_path / "04_correction_inference",
+    )
     run_dir = executed.parent
     nb = nbformat.read(executed, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "ok"
+    text = "\n".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert f"T3 (SFT only (TIRGen cold start)) skipped: model folder {missing} does not exist" in text
+    assert "python -m thor_core.runs 02_sft" in text
 
-    summaries = json.loads((run_dir / "summary.json").read_text())
-    assert set(summaries) == {"tir", "tir-sc"}
-    for tag, s in summaries.items():
-        assert s["k"] == 2 and s["overall"]["samples"] == 4 and len(s["best_of_n"]) == 2
-        assert len((run_dir / f"records-{tag}.jsonl").read_text().splitlines()) == 4
-    assert summaries["tir-sc"]["self_correction"] and not summaries["tir"]["self_correction"]
-    assert (run_dir / "accuracy.png").stat().st_size > 1000
-    assert (run_dir / "best_of_n-tir.png").exists()
-    assert "| benchmark |" in (run_dir / "summary.md").read_text()
+    # rung T1: CoT, TIR and TIR with self-correction, each 4 problems (2 held-out + 2 MATH-500) x k=2
+    for tag in ("cot", "tir", "tir-sc"):
+        assert len((run_dir / "T1" / f"records-{tag}.jsonl").read_text().splitlines()) == 8
+        assert (run_dir / "T1" / f"summary-{tag}.json").is_file()
+    assert not (run_dir / "T3").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary) == {"T1"} and set(summary["T1"]) == {"cot", "tir", "tir-sc"}
+    assert set(summary["T1"]["tir"]["benchmarks"]) == {"heldout", "math500_mmath"}
+    assert len(summary["T1"]["tir"]["best_of_n"]) == 2  # N = 1, 2 (k = 2; N = 4 needs k >= 4)
 
+    md = (run_dir / "summary.md").read_text()
+    for heading in (
+        "## Accuracy per benchmark",
+        "## Best-of-N",
+        "## Cost of self-correction",
+        "## Tool success x correctness",
+    ):
+        assert heading in md
+    assert "| T1 (base) | tir | " in md and "needs k >= 4" in md and "skipped" in md
+    assert (run_dir / "rungs_accuracy.png").stat().st_size > 1000
+    assert (run_dir / "rungs_best_of_n.png").is_file() and (run_dir / "trajectories.html").is_file()
+
+    # notebook 05's ladder reads these files: T1 present (tir), the rest "not run"
+    ladder = build_ladder(tmp_path, "04_correction_inference", profile="smoke")
+    by_rung = {r.rung: r for r in ladder.rungs}
+    assert by_rung["T1"].present and by_rung["T1"].n == 8
+    assert not by_rung["T3"].present and not by_rung["T6"].present

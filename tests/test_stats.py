@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from thor_core.stats import binomial_cdf_half, mcnemar_exact, paired_outcomes, wilson_interval
+from thor_core.stats import (
+    binomial_cdf_half,
+    chi2_sf_df1,
+    chi_square_2x2,
+    mcnemar_exact,
+    paired_outcomes,
+    wilson_interval,
+)
 
 
 def test_binomial_cdf_half_is_exact():
@@ -47,3 +54,18 @@ def test_wilson_interval_by_hand():
     assert wilson_interval(50, 100, z=1.0)[1] - 0.5 < wilson_interval(50, 100)[1] - 0.5  # smaller z, narrower
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+def test_chi_square_2x2_by_hand():
+    # [[20, 5], [5, 20]]: n = 50, ad - bc = 375, margins 25^4: chi2 = 50 * 375^2 / 25^4 = 18 exactly,
+    # p = erfc(sqrt(18 / 2)) = erfc(3) = 2.209e-5; Yates: 50 * (375 - 25)^2 / 25^4 = 15.68
+    chi2, p = chi_square_2x2(20, 5, 5, 20)
+    assert chi2 == pytest.approx(18.0) and p == pytest.approx(math.erfc(3.0)) and p == pytest.approx(2.209e-5, rel=1e-3)
+    assert chi_square_2x2(20, 5, 5, 20, yates=True)[0] == pytest.approx(15.68)
+    # [[10, 20], [30, 40]]: 100 * 200^2 / (30 * 70 * 40 * 60) = 0.79365, p = 0.373 (chi-square(1) tables)
+    chi2, p = chi_square_2x2(10, 20, 30, 40)
+    assert chi2 == pytest.approx(4_000_000 / 5_040_000) and p == pytest.approx(0.373, abs=1e-3)
+    assert chi2_sf_df1(3.841458820694124) == pytest.approx(0.05)  # the 5% critical value
+    assert chi_square_2x2(5, 5, 0, 0) is None  # an empty row: undefined
+    with pytest.raises(ValueError):
+        chi_square_2x2(-1, 2, 3, 4)

@@ -9,6 +9,11 @@ discordant pair is a fair coin, so the two-sided p-value is
 exactly with integer binomial coefficients. ``paired_outcomes`` builds the
 table from two mappings of key -> bool; ``mcnemar_exact`` tests it.
 
+``chi_square_2x2``: Pearson's chi-square of an unpaired 2x2 table (e.g.
+tool success x correctness), without continuity correction unless asked, and
+its p-value from the chi-square(1) survival function
+``P(X >= x) = erfc(sqrt(x / 2))`` (``chi2_sf_df1``; scipy is not needed).
+
 ``wilson_interval`` gives the Wilson score interval of a binomial proportion
 (95% by default), which stays inside [0, 1] and behaves at 0 and n successes.
 
@@ -84,3 +89,27 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     center = (p + z * z / (2 * n)) / denominator
     half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, center - half), min(1.0, center + half)
+
+
+def chi2_sf_df1(x: float) -> float:
+    """P(X >= x) for a chi-square variable with one degree of freedom: erfc(sqrt(x / 2))."""
+    return math.erfc(math.sqrt(max(x, 0.0) / 2.0))
+
+
+def chi_square_2x2(a: int, b: int, c: int, d: int, yates: bool = False) -> tuple[float, float] | None:
+    """Pearson's chi-square of [[a, b], [c, d]] and its p-value (df = 1); None if a margin is zero.
+
+    ``chi2 = n (ad - bc)^2 / ((a+b)(c+d)(a+c)(b+d))``; ``yates=True`` subtracts
+    n/2 from ``|ad - bc|`` first (the continuity correction; the paper's 336.3 is without it).
+    """
+    if min(a, b, c, d) < 0:
+        raise ValueError(f"counts must be >= 0, got {(a, b, c, d)}")
+    n = a + b + c + d
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    if margins == 0:
+        return None
+    diff = abs(a * d - b * c)
+    if yates:
+        diff = max(0.0, diff - n / 2)
+    chi2 = n * diff**2 / margins
+    return chi2, chi2_sf_df1(chi2)
