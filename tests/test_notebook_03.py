@@ -57,9 +57,9 @@ def test_papermill_with_the_notebooks_defaults(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu-1.5b", "gpu-7b"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu-1.5b", "gpu-7b", "cpu/03_rl-episode", "cpu/03_rl-cot"])
 def test_every_profile_is_valid_for_the_notebook_and_the_cli(profile):
-    path = REPO_ROOT / "params" / profile / "03_rl.yaml"
+    path = REPO_ROOT / "params" / (f"{profile}.yaml" if "/" in profile else f"{profile}/03_rl.yaml")
     assert load_params(path, schema=NotebookParams).steps >= 1
     assert load_params(path).mode in ("cot", "episode", "thor")
 

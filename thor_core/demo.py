@@ -1,8 +1,10 @@
 """``python -m thor_core.demo --profile cpu``: the whole method, notebooks 01 to 05 (what ``make demo`` runs).
 
 Each stage's notebook runs headless through ``thor_core.runs.run_notebook``
-on ``params/<profile>/<notebook>.yaml`` into ``outputs/<profile>/<notebook>/``
-(executed notebook, manifest, outputs). A stage whose manifest says ``ok`` is
+on ``params/<profile>/<stage>.yaml`` into ``outputs/<profile>/<stage>/``
+(executed notebook, manifest, outputs); the stages ``03_rl-episode`` and
+``03_rl-cot`` (the ladder's T4 and T2 rungs) are notebook 03 on their own
+files, and a stage without a file in the profile is listed as such. A stage whose manifest says ``ok`` is
 skipped unless ``--force`` names it (or ``all``); an interrupted stage is
 resumed (every stage's work is resumable). The terminal gets one line per
 stage and the notebooks' own progress lines (plain text with an ETA), not
@@ -25,7 +27,12 @@ from pathlib import Path
 
 from thor_core.runs import OUTPUTS, REPO_ROOT, NotebookError, ParamsError, run_notebook
 
-STAGES = ("01_tirgen", "02_sft", "03_rl", "04_correction_inference", "05_analysis_figures")
+STAGES = (
+    "01_tirgen", "02_sft",
+    "03_rl",  # T5: thor mode from the SFT checkpoint
+    "03_rl-episode", "03_rl-cot",  # T4, T2: notebook 03 on params/<profile>/03_rl-<mode>.yaml, where the profile has one
+    "04_correction_inference", "05_analysis_figures",
+)  # fmt: skip
 
 
 def _quiet_kernel_logs() -> None:
@@ -45,14 +52,22 @@ def status(run_dir: Path) -> dict:
 
 
 def run_stage(stage: str, profile: str, root: Path, force: bool) -> dict:
+    """One stage; ``03_rl-episode`` is notebook ``03_rl`` on ``params/<profile>/03_rl-episode.yaml``."""
     run_dir = root / profile / stage
-    if not (REPO_ROOT / "params" / profile / f"{stage}.yaml").exists():
+    params_file = REPO_ROOT / "params" / profile / f"{stage}.yaml"
+    if not params_file.exists():
         return {"stage": stage, "status": "no profile", "run_dir": str(run_dir)}
     before = status(run_dir)
     if before.get("status") == "ok" and not force:
-        return {"stage": stage, "status": "done before", "run_dir": str(run_dir), "duration_s": before.get("duration_s")}
+        return {
+            "stage": stage,
+            "status": "done before",
+            "run_dir": str(run_dir),
+            "duration_s": before.get("duration_s"),
+        }
     t0 = time.monotonic()
-    executed = run_notebook(stage, profile=profile, out_dir=run_dir, resume=True, log_output=True)
+    notebook = stage.split("-")[0]
+    executed = run_notebook(notebook, params_file=params_file, out_dir=run_dir, resume=True, log_output=True)
     return {"stage": stage, "status": "ok", "run_dir": str(run_dir), "executed": str(executed),
             "duration_s": round(time.monotonic() - t0, 1)}  # fmt: skip
 

@@ -677,6 +677,11 @@ def run_notebook(
     executed = run.dir / notebook.name
     if "run_dir" in declared and "run_dir" not in params:
         params["run_dir"] = str(run.dir)
+    from jupyter_client.manager import KernelManager
+
+    # The kernel talks over Unix sockets, not loopback TCP: nothing listens on a port, and the kernel has no
+    # "running over TCP without encryption" warning to print into the demo's terminal.
+    km = KernelManager(kernel_name=kernel, transport="ipc")
     try:
         with _kernel_env({"THOR_PROGRESS": "lines"}):  # headless: plain progress lines (thor_core.progress)
             papermill.execute_notebook(
@@ -687,6 +692,7 @@ def run_notebook(
                 cwd=str(notebook.parent),
                 progress_bar=progress_bar,
                 log_output=log_output,  # the cells' output streamed to papermill's logger (the demo's terminal)
+                km=km,
             )
     except BaseException as e:
         entry, message = _failure(e)
@@ -696,6 +702,9 @@ def run_notebook(
         raise NotebookError(
             f"{notebook.name} failed: {message}\n  executed notebook: {executed}\n  manifest: {run.manifest_path}"
         ) from e
+    finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     run.finish("ok")
     return executed
 
