@@ -74,6 +74,23 @@ def test_the_preload_is_already_imported(sandbox):
     assert sym.success and sym.observation == "[-2, 2]"
 
 
+def test_the_spare_prefaults_sympy_without_touching_the_cell_namespace(sandbox):
+    with sandbox.session() as s:
+        s.run("x = 5")
+        time.sleep(0.5)  # the spare has run the prefault lines
+        result = s.run(
+            "print(x, 'sp' in dir(), 'y' in dir())\nimport sympy\nprint(sympy.factor(sympy.Symbol('t')**2 - 1))"
+        )
+        assert result.stdout == "5 False False\n(t - 1)*(t + 1)\n"
+
+
+@pytest.mark.parametrize("prefault", ["", "1 / 0\nimport os; os._exit(3)"])
+def test_prefault_off_or_failing_leaves_cells_alone(prefault):
+    with Sandbox(SandboxConfig(timeout_s=5.0, prefault=prefault)) as sb, sb.session() as s:
+        assert s.run("x = 1").exited_cleanly
+        assert s.run("print(x + 1)").stdout == "2\n"
+
+
 def test_success_rule_and_observation_follow_tir(sandbox):
     silent = sandbox.run("x = 1")
     assert silent.exited_cleanly and not silent.success

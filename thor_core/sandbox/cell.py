@@ -31,6 +31,7 @@ import json
 import linecache
 import os
 import resource
+import select
 import socket
 import sys
 import traceback
@@ -41,8 +42,11 @@ from thor_core.sandbox.wire import Channel
 _TRACEBACK_FRAMES = 64
 
 
-def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
-    """Fork a spare whenever the holder asks (``{"spare": id}`` + its channel), until it closes; never returns."""
+def serve_state(channel: Channel, devnull_fd: int, namespace: dict, prefault: tuple = ()) -> None:
+    """Fork a spare whenever the holder asks (``{"spare": id}`` + its channel), until it closes; never returns.
+
+    ``prefault``: compiled lines each spare runs while it waits (``SandboxConfig.prefault``).
+    """
     try:
         while True:
             reap_children()  # a successful cell's killed children are our zombies until reaped
@@ -52,7 +56,7 @@ def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
                 return
             pid = os.fork()
             if pid == 0:
-                channel = _serve_as_spare(fds[0], channel, devnull_fd, namespace)
+                channel = _serve_as_spare(fds[0], channel, devnull_fd, namespace, prefault)
                 continue  # its cell succeeded: this process is the session's state now
             os.close(fds[0])
             _, status = os.waitpid(pid, 0)  # returns only when the spare ended: its cell failed (or was one-shot)
@@ -61,13 +65,16 @@ def serve_state(channel: Channel, devnull_fd: int, namespace: dict) -> None:
         os._exit(0)
 
 
-def _serve_as_spare(channel_fd: int, state_channel: Channel, devnull_fd: int, namespace: dict) -> Channel:
+def _serve_as_spare(
+    channel_fd: int, state_channel: Channel, devnull_fd: int, namespace: dict, prefault: tuple
+) -> Channel:
     """In the spare: get ready, wait for one cell, run it; return the channel if this process is the new state."""
     try:
         state_channel.close()
         channel = Channel(socket.socket(fileno=channel_fd))
         streams = (_text_stream(1), _text_stream(2))
         _prime(streams)
+        _prefault(prefault, channel)
         _, hard_cpu = resource.getrlimit(resource.RLIMIT_CPU)
         threads_before = _thread._count()  # inherited, and never lowered for threads a fork left behind
         try:
@@ -116,6 +123,22 @@ def _prime(streams: tuple[io.TextIOWrapper, ...]) -> None:
     linecache.cache.pop("<prime>", None)
     _flush(streams)
     json.dumps({"done": 0, "pid": 0, "state_pid": 0}, separators=(",", ":"))
+
+
+def _prefault(lines: tuple, channel: Channel) -> None:
+    """Run the compiled prefault lines in a throwaway namespace until one fails or the cell has arrived.
+
+    Each line copies the pages it writes into this process now (see
+    ``SandboxConfig.prefault``); the cell waits at most for the line in progress.
+    """
+    scratch = {"__builtins__": __builtins__}
+    for line in lines:
+        if select.select([channel.fileno()], [], [], 0)[0]:
+            return
+        try:
+            exec(line, scratch)
+        except BaseException:
+            return
 
 
 def _execute(code: str, filename: str, namespace: dict, errors: io.TextIOWrapper) -> bool:

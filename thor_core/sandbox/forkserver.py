@@ -75,6 +75,12 @@ def template_main() -> None:
             exec(compile(cfg.warmup, "<sandbox warmup>", "exec"), {"__name__": "__warmup__"})
         except Exception as exc:  # reported; the caller decides
             failed["warmup"] = f"{type(exc).__name__}: {exc}"
+    scratch: dict = {"__name__": "__prefault__"}
+    for line in cfg.prefault.splitlines() if not failed else ():  # its results cached: spares only copy pages
+        try:
+            exec(compile(line, "<sandbox prefault>", "exec"), scratch)
+        except Exception:  # as in the spares: stop at the first line that fails
+            break
     plan = isolation.prepare_plan(cfg)
     gc.collect()
     gc.freeze()  # forks no longer copy pages when a collection walks the preloaded objects
@@ -228,6 +234,9 @@ class SessionHolder:
         self.retired: int | None = None  # the state a successful cell replaced: killed, maybe still exiting
         self.cells = 0
         self.closed = False
+        self.prefault = tuple(
+            compile(line, "<sandbox prefault>", "exec") for line in cfg.prefault.splitlines() if line.strip()
+        )
 
     # -------------------------------------------------------- state processes
 
@@ -251,7 +260,8 @@ class SessionHolder:
                 spec = isolation.SessionSpec(self.cgroups.procs_files(), self.cgroups.problems, self.workdir, self.uid)
                 report = isolation.enter_sandbox(self.plan, self.cfg, spec, keep_fds=(theirs.fileno(),))
                 theirs.send({"ready": report})
-                serve_state(theirs, self.plan.devnull_fd, {"__name__": "__main__", "__builtins__": builtins})
+                namespace = {"__name__": "__main__", "__builtins__": builtins}
+                serve_state(theirs, self.plan.devnull_fd, namespace, self.prefault)
             except BaseException:
                 traceback.print_exc()  # reaches the caller's stderr only before the sandbox closed it
             finally:
