@@ -98,7 +98,8 @@ class Trainer:
         model, self.tokenizer = load_policy(self.model_path, p.method, p.lora_r, p.lora_alpha, p.gradient_checkpointing)
         self.ref = copy.deepcopy(model).eval().requires_grad_(False) if p.kl_beta and p.method == "full" else None
         trainable = [x for x in model.parameters() if x.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=p.learning_rate, weight_decay=p.weight_decay)
+        # fused: torch's per-tensor AdamW path is ~5x slower on the CPU (benchmarks/rl_step.py); TRL fuses too
+        optimizer = torch.optim.AdamW(trainable, lr=p.learning_rate, weight_decay=p.weight_decay, fused=True)
         warm = max(p.warmup_steps, 0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
@@ -299,6 +300,17 @@ class Trainer:
             with self.acc.unwrap_model(self.model).disable_adapter():
                 return token_logprobs(self.model, b, self.p.temperature, bf16=self.p.bf16)[0]
 
+    def step(self, backend, sandbox, grader) -> tuple[dict[str, float], list]:
+        """One RL step (rollouts, update, weight push); returns its metrics and records and advances the step."""
+        step, t0 = self.state["step"], time.monotonic()
+        rows, metrics, records = self.collect(step, backend, sandbox, grader)
+        metrics.update(self.update(rows))
+        metrics["time/sync_s"] = self.push_weights(backend)
+        metrics["time/step_s"] = time.monotonic() - t0
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        self.state["step"] = step + 1
+        return metrics, records
+
     def push_weights(self, backend) -> float:
         t0 = time.monotonic()
         backend.load_weights(engine_weights(self.acc.unwrap_model(self.model)))
@@ -328,13 +340,8 @@ class Trainer:
                 self.push_weights(backend)
             log = rr.MetricsLog(self.out, self.acc.is_main_process, p.tensorboard, p.steps, self.state["step"])
             while self.state["step"] < p.steps:
-                step, t0 = self.state["step"], time.monotonic()
-                rows, metrics, records = self.collect(step, backend, sandbox, grader)
-                metrics.update(self.update(rows))
-                metrics["time/sync_s"] = self.push_weights(backend)
-                metrics["time/step_s"] = time.monotonic() - t0
-                metrics["lr"] = self.scheduler.get_last_lr()[0]
-                self.state["step"] = step + 1
+                step = self.state["step"]
+                metrics, records = self.step(backend, sandbox, grader)
                 log.write(step + 1, metrics, self.lines)
                 if self.acc.is_main_process and p.samples_every and (step + 1) % p.samples_every == 0:
                     rr.write_samples(self.out, step + 1, records)
