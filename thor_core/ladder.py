@@ -41,6 +41,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from thor_core.plots import plot_best_of_n_comparison
 from thor_core.record import Trajectory, iter_jsonl
 from thor_core.runs import repo_path
 from thor_core.stats import paired_outcomes, wilson_interval
@@ -348,18 +349,9 @@ def plot_best_of_n(ladders: list[Ladder], out_dir: str | os.PathLike) -> Path | 
     curves = [(lad.suite, rung, c) for lad in ladders for rung, c in best_of_n(lad).items()]
     if not curves:
         return None
-    fig = Figure(figsize=(5.5, 3.6))
-    ax = fig.subplots()
-    for i, (suite, rung, rows) in enumerate(curves):
-        ns = [row["n"] for row in rows]
-        ax.plot(ns, [100 * (row["exec_pass_rate"] or 0) for row in rows], "o-", color=f"C{i}", label=f"{suite} {rung}: exec pass rate")  # fmt: skip
-        ax.plot(ns, [100 * (row["majority_vote"] or 0) for row in rows], "s--", color=f"C{i}", label=f"{suite} {rung}: majority")  # fmt: skip
-    ax.plot(list(PAPER_BEST_OF_N), list(PAPER_BEST_OF_N.values()), "k*:", label="paper THOR-7B (6-benchmark avg)")
-    ax.set_xlabel("N (samples per question)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Best-of-N by execution pass rate vs majority vote", fontsize=9)
-    ax.legend(fontsize=6)
-    return _save(fig, Path(out_dir), "best_of_n")
+    labelled = [(f"{suite} {rung}", rows) for suite, rung, rows in curves]
+    paper = ("paper THOR-7B (6-benchmark avg)", PAPER_BEST_OF_N)
+    return plot_best_of_n_comparison(labelled, Path(out_dir) / "best_of_n.png", paper, pdf=True)
 
 
 def save_figures(root: str | os.PathLike, ladders: list[Ladder], out_dir: str | os.PathLike, profile: str = "cpu") -> dict[str, Path]:  # fmt: skip

@@ -3,7 +3,7 @@
 Covered: accuracy per benchmark for several runs side by side (e.g. TIR with
 and without self-correction), the tool-success x correctness 2x2 heatmap, and
 the best-of-N curve (execution pass rate, majority vote, single sample,
-oracle). Each function takes summaries (the dicts ``evaluate`` returns and
+oracle), and several runs' best-of-N curves on one plot (notebooks 04 and 05). Each function takes summaries (the dicts ``evaluate`` returns and
 writes as JSON), saves one PNG and returns its path; ``save_figures`` makes all
 that apply. Figures are built with ``matplotlib.figure.Figure`` (no pyplot
 state, no display needed), so they work headless and in worker threads.
@@ -91,6 +91,31 @@ def plot_best_of_n(summary: dict[str, Any], path: str | os.PathLike) -> Path:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Best-of-N ({summary['tag']})", fontsize=9)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_best_of_n_comparison(
+    curves: Sequence[tuple[str, list[dict[str, Any]]]],
+    path: str | os.PathLike,
+    paper: tuple[str, dict[int, float]] | None = None,
+    pdf: bool = False,
+) -> Path:
+    """Several best-of-N curves on one plot: exec pass rate (solid) and majority vote (dashed) per ``(label,
+    rows)``, and optionally the paper's curve ``(label, {N: accuracy %})``; a PDF beside the PNG when ``pdf``."""
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.subplots()
+    for i, (label, rows) in enumerate(curves):
+        ns = [r["n"] for r in rows]
+        ax.plot(ns, [100 * (r["exec_pass_rate"] or 0) for r in rows], "o-", color=f"C{i}", label=f"{label}: exec pass rate")  # fmt: skip
+        ax.plot(ns, [100 * (r["majority_vote"] or 0) for r in rows], "s--", color=f"C{i}", label=f"{label}: majority")  # fmt: skip
+    if paper is not None:
+        ax.plot(list(paper[1]), list(paper[1].values()), "k*:", label=paper[0])
+    ax.set_xlabel("N (samples per question)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Best-of-N: execution pass rate vs majority vote", fontsize=9)
+    ax.legend(fontsize=6)
+    if pdf:
+        fig.savefig(Path(path).with_suffix(".pdf"), bbox_inches="tight")
     return _save(fig, path)
 
 

@@ -42,6 +42,7 @@ from matplotlib.figure import Figure
 from thor_core import evaluation
 from thor_core.ladder import RUNGS
 from thor_core.models import EMBEDDED_PREFIX
+from thor_core.plots import plot_best_of_n_comparison
 from thor_core.rollout import RolloutConfig
 from thor_core.runs import repo_path, write_json_atomic
 from thor_core.stats import chi_square_2x2, wilson_interval
@@ -343,17 +344,8 @@ def plot_best_of_n(summaries, out_dir: str | os.PathLike) -> Path | None:
     curves = [(rung, tag, s["best_of_n"]) for rung, tag, s in _rows(summaries) if s.get("best_of_n")]
     if not curves:
         return None
-    fig = Figure(figsize=(5.5, 3.6))
-    ax = fig.subplots()
-    for i, (rung, tag, rows) in enumerate(curves):
-        ns = [r["n"] for r in rows]
-        ax.plot(ns, [100 * (r["exec_pass_rate"] or 0) for r in rows], "o-", color=f"C{i}", label=f"{rung} {tag}: exec pass rate")  # fmt: skip
-        ax.plot(ns, [100 * (r["majority_vote"] or 0) for r in rows], "s--", color=f"C{i}", label=f"{rung} {tag}: majority")  # fmt: skip
-    ax.set_xlabel("N (samples per question)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Best-of-N: execution pass rate vs majority vote", fontsize=9)
-    ax.legend(fontsize=6)
-    return _save(fig, Path(out_dir), "rungs_best_of_n")
+    labelled = [(f"{rung} {tag}", rows) for rung, tag, rows in curves]
+    return plot_best_of_n_comparison(labelled, Path(out_dir) / "rungs_best_of_n.png")
 
 
 def save_figures(summaries, out_dir: str | os.PathLike) -> dict[str, Path]:

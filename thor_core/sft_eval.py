@@ -64,15 +64,20 @@ class NotebookParams(SFTParams):
         return SFTParams(**{**{n: getattr(self, n) for n in names}, "output_dir": str(out_dir)})
 
     def rollout_config(self):
-        from thor_core.backends.base import SamplingParams
-        from thor_core.rollout import RolloutConfig
+        return check_rollout_config(self)
 
-        return RolloutConfig(
-            max_new_tokens=self.eval_max_new_tokens,
-            max_tool_rounds=self.eval_max_tool_rounds,
-            sampling=SamplingParams(temperature=self.eval_temperature),
-            seed=self.eval_seed,
-        )
+
+def check_rollout_config(p):
+    """The held-out check's engine settings from ``eval_*`` fields (notebooks 02 and 03)."""
+    from thor_core.backends.base import SamplingParams
+    from thor_core.rollout import RolloutConfig
+
+    return RolloutConfig(
+        max_new_tokens=p.eval_max_new_tokens,
+        max_tool_rounds=p.eval_max_tool_rounds,
+        sampling=SamplingParams(temperature=p.eval_temperature),
+        seed=p.eval_seed,
+    )
 
 
 def dataset_overview(dataset) -> dict[str, Any]:
@@ -166,16 +171,18 @@ def paired_tests(before, after) -> dict[str, Any]:
     }
 
 
-def before_after(
-    p: NotebookParams, out_dir: str | os.PathLike, checkpoint: str | os.PathLike, dataset, sandbox, grader=None
+def compare_models(
+    models: dict[str, str], problems, note: dict[str, Any], p, out_dir, sandbox, grader=None, mode: str = "tir"
 ) -> dict[str, Any]:
-    """Evaluate base and checkpoint on held-out problems; write and return ``before_after.json``'s content."""
+    """Two models on the same held-out problems and rollout seeds, one after the other; ``before_after.json``.
+
+    ``models``: tag -> model, the first is "before", the second "after". ``p`` gives the check's settings
+    (``backend``, ``eval_k``, ``rollout_config()``). Notebooks 02 (base vs SFT) and 03 (start vs RL) use it.
+    """
     from thor_core import evaluation
     from thor_core.backends import make_backend
 
     out_dir = Path(out_dir)
-    problems, note = heldout_problems(p, dataset)
-    models = {"base": p.model, "sft": str(checkpoint)}
     results, walls = {}, {}
     for tag, model in models.items():
         t0 = time.monotonic()
@@ -185,7 +192,7 @@ def before_after(
                 sandbox,
                 ["heldout"],
                 p.eval_k,
-                "tir",
+                mode,
                 False,
                 p.rollout_config(),
                 out_dir / f"eval-{tag}",
@@ -194,14 +201,15 @@ def before_after(
                 progress=False,
             )
         results[tag], walls[tag] = result.records, round(time.monotonic() - t0, 1)
+    first, second = models
     report = {
         "models": models,
         "heldout": note,
         "k": p.eval_k,
         "rollout": dataclasses.asdict(p.rollout_config()),
-        "before": answer_metrics(results["base"]),
-        "after": answer_metrics(results["sft"]),
-        "paired": paired_tests(results["base"], results["sft"]),
+        "before": answer_metrics(results[first]),
+        "after": answer_metrics(results[second]),
+        "paired": paired_tests(results[first], results[second]),
         "wall_s": walls,
     }
     write_json_atomic(out_dir / RESULT, report)
@@ -209,7 +217,15 @@ def before_after(
     return report
 
 
-def before_after_table(report: dict[str, Any]) -> str:
+def before_after(
+    p: NotebookParams, out_dir: str | os.PathLike, checkpoint: str | os.PathLike, dataset, sandbox, grader=None
+) -> dict[str, Any]:
+    """Evaluate base and checkpoint on held-out problems; write and return ``before_after.json``'s content."""
+    problems, note = heldout_problems(p, dataset)
+    return compare_models({"base": p.model, "sft": str(checkpoint)}, problems, note, p, out_dir, sandbox, grader)
+
+
+def before_after_table(report: dict[str, Any], labels: tuple[str, str] = ("base", "SFT")) -> str:
     """Markdown: one row per metric, the two models and the paired p-value where there is one."""
     rows = [
         ("answers with a code block", "code_block_rate", "code_block"),
@@ -223,7 +239,7 @@ def before_after_table(report: dict[str, Any]) -> str:
     def cell(x, key):
         return "-" if x is None else str(x) if key == "n" else f"{100 * x:.1f}%"
 
-    lines = ["| metric | base | SFT | paired p (McNemar) |", "|---|---|---|---|"]
+    lines = [f"| metric | {labels[0]} | {labels[1]} | paired p (McNemar) |", "|---|---|---|---|"]
     for label, key, test in rows:
         p_value = f"{report['paired'][test]['p_value']:.3g}" if test else ""
         lines.append(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,9 @@ from typing import Any
 from thor_core.record import Trajectory, read_jsonl
 from thor_core.rl.config import RLParams
 from thor_core.rl.run import read_metrics
-from thor_core.runs import repo_path, write_json_atomic
-from thor_core.sft_eval import answer_metrics, paired_tests
+from thor_core.runs import repo_path
+from thor_core.sft_eval import before_after_table as sft_before_after_table
+from thor_core.sft_eval import check_rollout_config, compare_models
 
 RESULT = "before_after.json"
 CURVES = (("reward", "episode reward"), ("accuracy", "accuracy"), ("tool_success", "tool-call success"),
@@ -59,15 +59,7 @@ class NotebookParams(RLParams):
         return RLParams(**{**{n: getattr(self, n) for n in names}, "model": model, "output_dir": str(out_dir)})
 
     def rollout_config(self):
-        from thor_core.backends.base import SamplingParams
-        from thor_core.rollout import RolloutConfig
-
-        return RolloutConfig(
-            max_new_tokens=self.eval_max_new_tokens,
-            max_tool_rounds=self.eval_max_tool_rounds,
-            sampling=SamplingParams(temperature=self.eval_temperature),
-            seed=self.eval_seed,
-        )
+        return check_rollout_config(self)
 
 
 def start_model(p: NotebookParams) -> tuple[str, str | None]:
@@ -91,49 +83,16 @@ def heldout_problems(p: NotebookParams, training) -> tuple[list, dict[str, Any]]
 
 
 def before_after(p: NotebookParams, out_dir, start: str, final: str, sandbox, grader=None) -> dict[str, Any]:
-    """Evaluate the start model and the RL checkpoint on held-out problems; write ``before_after.json``."""
-    from thor_core import evaluation
-    from thor_core.backends import make_backend
+    """The start model and the RL checkpoint on held-out problems (``sft_eval.compare_models``)."""
     from thor_core.rl.run import resolve_start_model, training_problems
 
-    out_dir = Path(out_dir)
     problems, note = heldout_problems(p, training_problems(p))
     models = {"start": resolve_start_model(start), "rl": str(final)}
-    results, walls = {}, {}
-    for tag, model in models.items():
-        t0 = time.monotonic()
-        with make_backend(p.backend, model) as backend:
-            result = evaluation.evaluate(
-                backend, sandbox, ["heldout"], p.eval_k, "tir" if p.tools else "cot", False, p.rollout_config(),
-                out_dir / f"eval-{tag}", problems={"heldout": problems}, grader=grader, progress=False,
-            )  # fmt: skip
-        results[tag], walls[tag] = result.records, round(time.monotonic() - t0, 1)
-    report = {
-        "models": models,
-        "heldout": note,
-        "k": p.eval_k,
-        "rollout": dataclasses.asdict(p.rollout_config()),
-        "before": answer_metrics(results["start"]),
-        "after": answer_metrics(results["rl"]),
-        "paired": paired_tests(results["start"], results["rl"]),
-        "wall_s": walls,
-    }
-    write_json_atomic(out_dir / RESULT, report)
-    report["records"] = results  # for display, not written
-    return report
+    return compare_models(models, problems, note, p, out_dir, sandbox, grader, "tir" if p.tools else "cot")
 
 
 def before_after_table(report: dict[str, Any]) -> str:
-    rows = [("answers with a code block", "code_block_rate", "code_block"), ("answers with a call", "with_calls_rate", None),
-            ("calls succeeding", "call_success_rate", None), ("boxed answer", "boxed_rate", "boxed"),
-            ("accuracy", "accuracy", "correct"), ("n (answers)", "n", None)]  # fmt: skip
-    lines = ["| metric | start | RL | paired p (McNemar) |", "|---|---|---|---|"]
-    for label, key, test in rows:
-        cells = [report[side][key] for side in ("before", "after")]
-        shown = ["-" if x is None else str(x) if key == "n" else f"{100 * x:.1f}%" for x in cells]
-        p_value = f"{report['paired'][test]['p_value']:.3g}" if test else ""
-        lines.append(f"| {label} | {shown[0]} | {shown[1]} | {p_value} |")
-    return "\n".join(lines) + "\n"
+    return sft_before_after_table(report, labels=("start", "RL"))
 
 
 def plot_curves(out_dir: str | os.PathLike) -> Path:
