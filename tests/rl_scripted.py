@@ -58,6 +58,7 @@ def params(out: Path, problems: Path, **overrides):
         model=MODEL, mode="thor", output_dir=str(out), problems=str(problems), n_problems=8, steps=2,
         questions_per_step=2, group_size=4, max_refill_rounds=0, backend="hf", max_new_tokens=96,
         step_max_new_tokens=32, suffix_tokens=4, micro_batch_rows=2, learning_rate=1e-4, progress="lines",
+        save_total_limit=1,
     )  # fmt: skip
     values.update(overrides)
     return RLParams(**values)

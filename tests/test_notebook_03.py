@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,7 +24,14 @@ from thor_core.runs import REPO_ROOT
 pytestmark = [pytest.mark.notebook, pytest.mark.model]
 
 
-def test_papermill_with_the_notebooks_defaults(tmp_path):
+@pytest.fixture
+def outputs(tmp_path):
+    yield tmp_path
+    shutil.rmtree(tmp_path / "outputs", ignore_errors=True)  # checkpoints of the 0.5B model: several GB
+
+
+def test_papermill_with_the_notebooks_defaults(outputs):
+    tmp_path = outputs
     out = tmp_path / "OUT.ipynb"
     env = {**os.environ, "THOR_OUTPUTS": str(tmp_path / "outputs")}
     cmd = [sys.executable, "-m", "papermill", "notebooks/03_rl.ipynb", str(out)]
