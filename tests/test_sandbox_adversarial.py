@@ -342,7 +342,8 @@ def test_no_process_descriptor_or_directory_leaks(sandbox):
     for code in ("print(1)", "1/0", "import os\nos._exit(1)", "while True: pass", "x = 1\nprint(x)"):
         session.run(code, timeout_s=0.5)
     settled_state(session)
-    assert fds(os.getpid()) == ours and fds(holder) == theirs
+    # no growth on our side (earlier tests' objects may close descriptors meanwhile: fewer is no leak)
+    assert fds(os.getpid()) <= ours and fds(holder) == theirs
     state = settled_state(session)
     assert len(os.listdir(f"/proc/{state}/fd")) == 5  # stdin/stdout/stderr and one more /dev/null, its channel
     session.close()

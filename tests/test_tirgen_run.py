@@ -126,8 +126,10 @@ from thor_core.models import DEFAULT_MODEL, resolve_model
 from thor_core.sandbox import Sandbox, SandboxConfig
 
 def slow(policy):
+    # slow enough that generation outlasts the grader pool's start-up: graded attempts then arrive one by one
+    # (with 0.05 s a quiet machine generated all 20 before the first grade, and they were written in a burst)
     def respond(context):
-        time.sleep(0.05)
+        time.sleep(0.3)
         return policy(context)
     return respond
 
