@@ -188,16 +188,24 @@ def step_rows(records: list[Trajectory]) -> list[Row]:
 # ------------------------------------------------------------------ both levels
 
 
+def groups_with_spread(rows: list[Row]) -> set[str]:
+    """Groups whose rewards do not all agree (the only ones with an advantage)."""
+    rewards: dict[str, set[float]] = {}
+    for row in rows:
+        rewards.setdefault(row.group, set()).add(row.reward)
+    return {g for g, r in rewards.items() if len(r) > 1}
+
+
 def with_advantages(rows: list[Row], eps: float = 1e-6) -> tuple[list[Row], Counter]:
     """Drop groups whose rewards all agree (per level counted), then set each row's group advantage."""
     counts: Counter = Counter()
     by_group: dict[str, list[Row]] = {}
     for row in rows:
         by_group.setdefault(row.group, []).append(row)
-    kept = []
-    for group in by_group.values():
+    kept, spread = [], groups_with_spread(rows)
+    for name, group in by_group.items():
         level = LEVEL_NAMES[group[0].level]
-        if len({r.reward for r in group}) < 2:
+        if name not in spread:
             counts[f"{level}_groups_dropped/no_spread"] += 1
             continue
         counts[f"{level}_groups_kept"] += 1

@@ -176,7 +176,8 @@ class Trainer:
             rows += [row for part in gathered for row in part[0]]
             records += [(part[1], part[2]) for part in gathered]
             counts = sum((Counter(part[3]) for part in gathered), Counter())
-            kept = len({r.group for r in rows if r.level == rb.EPISODE and _spread(rows, r.group)})
+            spread = rb.groups_with_spread(rows)
+            kept = len({r.group for r in rows if r.level == rb.EPISODE and r.group in spread})
             counts["refill_rounds"] = round_
             if kept >= p.questions_per_step or round_ == p.max_refill_rounds:
                 break
@@ -235,11 +236,10 @@ class Trainer:
         p, acc = self.p, self.acc
         levels = None if p.combine == "joint" else torch.tensor([r.level for r in rows])
         full = rb.collate(rows, self.tokenizer.pad_token_id)
-        totals = batch_totals(
-            full["trained"], levels if levels is not None else torch.zeros(len(rows), dtype=torch.long)
-        )
+        row_levels = levels if levels is not None else torch.zeros(len(rows), dtype=torch.long)
+        totals = batch_totals(full["trained"], row_levels)
         positive = full["trained"] * (full["advantages"] > 0).float()[:, None]
-        nll_totals = batch_totals(positive, levels if levels is not None else torch.zeros(len(rows), dtype=torch.long))
+        nll_totals = batch_totals(positive, row_levels)
         mine = rows[self.rank :: self.world]
         n_micro = math.ceil(max(math.ceil(len(rows) / self.world), 1) / p.micro_batch_rows)
         chunks = list(_chunks(mine, p.micro_batch_rows)) if mine else []
@@ -349,10 +349,6 @@ class Trainer:
                     rr.save_checkpoint(self, step + 1)
             log.close()
         return rr.finish(self)
-
-
-def _spread(rows: list[rb.Row], group: str) -> bool:
-    return len({r.reward for r in rows if r.group == group}) > 1
 
 
 def _chunks(xs: list, n: int):
