@@ -105,7 +105,9 @@ class RLParams:
     samples_every: int = _f(1, "steps between two saved rollout batches (samples/step-N.jsonl); 0: never")
     tensorboard: bool = _f(False, "also log the metrics to TensorBoard (<output_dir>/tb)")
     overwrite: bool = _f(False, "redo a finished or started run from scratch")
-    progress: Literal["auto", "bar", "lines"] = _f("auto", "tqdm bar, plain lines, or auto (thor_core.progress decides)")
+    progress: Literal["auto", "bar", "lines"] = _f(
+        "auto", "tqdm bar, plain lines, or auto (thor_core.progress decides)"
+    )
 
     def __post_init__(self) -> None:
         problems = []

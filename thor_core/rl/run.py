@@ -172,7 +172,9 @@ def finish(trainer) -> dict[str, Any]:
             "mode": trainer.p.mode,
             "start_model": trainer.model_path,
             "final": str(out / "final"),
-            "wall_s": round(sum(r.get("time/step_s", 0) for r in rows), 1),  # the steps only, checkpoint writes excluded
+            "wall_s": round(
+                sum(r.get("time/step_s", 0) for r in rows), 1
+            ),  # the steps only, checkpoint writes excluded
             "first": rows[0] if rows else None,
             "last": rows[-1] if rows else None,
         }
