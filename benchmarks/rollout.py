@@ -191,8 +191,10 @@ class Ours:
         records = run_rollouts(self.backend, self.sandbox, tasks, cfg, progress=False)
         wall = time.perf_counter() - start
         self.records = records
-        self.counts = [r.n_policy_tokens for r in records]
-        calls = [c for r in records for c in r.tool_calls]
+        # this pass's work only: a continuation's record also holds its prefix (tokens and replayed calls)
+        prefixes = [t.prefix for t in tasks]
+        self.counts = [r.n_policy_tokens - (x.n_policy_tokens if x else 0) for r, x in zip(records, prefixes)]
+        calls = [c for r, x in zip(records, prefixes) for c in r.tool_calls[len(x.tool_calls) if x else 0 :]]
         return _result(
             sum(self.counts),
             wall,
@@ -303,7 +305,8 @@ class _Loop:
             tir.output_block_prefix(text) + tir.render_output_block(observation), add_special_tokens=False
         )
         self.calls += 1
-        if self.cfg.stop_after_code:
+        # as rollout_one: the budget counts inserted output tokens too, and a spent budget ends the trajectory
+        if self.cfg.stop_after_code or len(self.ids) >= self.cfg.max_new_tokens:
             self.done = True
 
 

@@ -183,7 +183,7 @@ def test_notebook_05_says_what_is_missing(tmp_path):
     assert (figs / "ladder.png").is_file()
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "cpu-full"])
 def test_profiles_are_valid(profile):
     import papermill
     import yaml

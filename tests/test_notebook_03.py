@@ -65,7 +65,11 @@ def test_papermill_with_the_notebooks_defaults(outputs):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu-1.5b", "gpu-7b", "cpu/03_rl-episode", "cpu/03_rl-cot"])
+@pytest.mark.parametrize(
+    "profile",
+    ["smoke", "cpu", "cpu-full", "gpu-1.5b", "gpu-7b"]
+    + [f"{p}/03_rl-{m}" for p in ("cpu", "cpu-full") for m in ("episode", "cot")],
+)
 def test_every_profile_is_valid_for_the_notebook_and_the_cli(profile):
     path = REPO_ROOT / "params" / (f"{profile}.yaml" if "/" in profile else f"{profile}/03_rl.yaml")
     assert load_params(path, schema=NotebookParams).steps >= 1

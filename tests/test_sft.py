@@ -147,7 +147,7 @@ def test_params_are_checked_by_name_and_every_profile_loads(capsys):
     assert "did you mean 'learning_rate'" in text and "max_length" in text
     with pytest.raises(ValueError, match="global_batch_size"):
         SFTParams(global_batch_size=6, per_device_batch_size=4)
-    for profile in ("smoke", "cpu", "gpu-1.5b", "gpu-7b"):
+    for profile in ("smoke", "cpu", "cpu-full", "gpu-1.5b", "gpu-7b"):
         p = sft.load_params(REPO_ROOT / "params" / profile / "02_sft.yaml")
         assert p.tirgen_dir == f"outputs/{profile}/01_tirgen"
     gpu = sft.load_params(REPO_ROOT / "params/gpu-7b/02_sft.yaml")

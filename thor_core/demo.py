@@ -10,7 +10,7 @@ resumed (every stage's work is resumable). The terminal gets one line per
 stage and the notebooks' own progress lines (plain text with an ETA), not
 kernel noise. At the end ``outputs/<profile>/REPORT.md`` lists each stage's
 status, time, executed notebook, manifest and viewer files, and notebook 05's
-ladder table where it ran.
+ladder table and key figures where it ran.
 
 Not covered: several machines (run a stage's module under ``accelerate
 launch``, then its notebook with the same folder: it finds the work done).
@@ -33,6 +33,9 @@ STAGES = (
     "03_rl-episode", "03_rl-cot",  # T4, T2: notebook 03 on params/<profile>/03_rl-<mode>.yaml, where the profile has one
     "04_correction_inference", "05_analysis_figures",
 )  # fmt: skip
+
+
+KEY_FIGURES = ("ladder", "training_curves", "best_of_n", "tirgen_funnel")  # notebook 05's PNGs, shown in REPORT.md
 
 
 def _quiet_kernel_logs() -> None:
@@ -83,9 +86,13 @@ def write_report(profile: str, root: Path, results: list[dict]) -> Path:
         files = sorted(p for p in folder.glob("*") if p.suffix in (".html", ".png", ".md", ".ipynb", ".json"))
         if files:
             lines += ["", f"## {r['stage']}", ""] + [f"- [{p.name}]({p})" for p in files]
-    ladder = root / profile / "05_analysis_figures" / "ladder.md"
+    figures_dir = root / profile / "05_analysis_figures"
+    ladder = figures_dir / "ladder.md"
     if ladder.exists():
         lines += ["", "## The ladder (notebook 05)", "", ladder.read_text()]
+    figures = [f for f in KEY_FIGURES if (figures_dir / f"{f}.png").exists()]
+    if figures:  # relative links: the report opens in place (JupyterLab, a Markdown viewer) and moves with its folder
+        lines += ["", "## Key figures", ""] + [f"![{f}](05_analysis_figures/{f}.png)" for f in figures]
     path = root / profile / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path

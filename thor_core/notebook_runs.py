@@ -11,15 +11,18 @@ re-exports these names.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import difflib
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from thor_core import runs
+from thor_core import provenance, runs
 from thor_core.runs import REPO_ROOT, ParamsError, _read_yaml_mapping, profile_path, start_run
 
 
@@ -37,12 +40,17 @@ def _resolve_notebook(notebook: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"notebook not found: {notebook} (looked at {', '.join(map(str, candidates))})")
 
 
-def _declared_parameters(notebook: Path, params: Mapping[str, Any]) -> set[str]:
-    """Names the notebook's ``parameters`` cell defines; ParamsError for any
-    name in ``params`` it does not define."""
+def _declared_parameters(notebook: Path, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The notebook's ``parameters`` cell as ``{name: default}`` (a literal's value, else the expression's source
+    text); ParamsError for any name in ``params`` it does not define."""
     import papermill
 
-    declared = set(papermill.inspect_notebook(str(notebook)))
+    declared = {}
+    for name, info in papermill.inspect_notebook(str(notebook)).items():
+        try:
+            declared[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            declared[name] = info["default"]
     if not declared and params:
         raise ParamsError(notebook.name, ["the notebook has no cell tagged 'parameters' to receive parameters"])
     problems = []
@@ -143,6 +151,9 @@ def run_notebook(
         seed=params.get("seed"),
         model_path=model_path,
         resume=resume,
+        all_params={**declared, **params},  # the notebook's defaults under the given values: what the run used
+        inputs=provenance.inputs({**declared, **params}),
+        machine=provenance.machine(),
         notebook=str(notebook),
         profile=profile,
         params_file=str(source) if source is not None else None,
@@ -154,8 +165,11 @@ def run_notebook(
     from jupyter_client.manager import KernelManager
 
     # The kernel talks over Unix sockets, not loopback TCP: nothing listens on a port, and the kernel has no
-    # "running over TCP without encryption" warning to print into the demo's terminal.
-    km = KernelManager(kernel_name=kernel, transport="ipc")
+    # "running over TCP without encryption" warning to print into the demo's terminal. The sockets live in a
+    # private temporary folder (jupyter_client's default is ``kernel-ipc-<n>`` in the working directory, which
+    # would litter notebooks/ for JupyterLab's file browser); a short path, as socket paths are limited to ~100 bytes.
+    sockets = tempfile.mkdtemp(prefix="thor-kernel-")
+    km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "ipc"))
     try:
         with _kernel_env({"THOR_PROGRESS": "lines"}):  # headless: plain progress lines (thor_core.progress)
             papermill.execute_notebook(
@@ -179,6 +193,7 @@ def run_notebook(
     finally:
         if km.has_kernel:
             km.shutdown_kernel(now=True)
+        shutil.rmtree(sockets, ignore_errors=True)
     run.finish("ok")
     return executed
 

@@ -1,0 +1,96 @@
+"""What a run read, for its manifest: hashes of the models and datasets its parameters name, its seeds, the machine.
+
+:func:`inputs` looks at a stage's parameters (the notebooks' names: ``model``,
+``actor_model``, ``critic_model``, ``fallback_model``, the ``rungs`` mapping,
+``tirgen_dir`` / ``dataset``) and hashes what each names: a local model folder
+(or an embedded model, resolved to its local folder) by its safetensors files
+(:func:`thor_core.runs.model_hash`, cached by size and mtime, so a second
+stage on the same model costs a stat), a TIRGen SFT dataset by its Arrow
+files. A hub id is recorded as the id (hashing it would mean downloading it);
+a name that does not exist yet is recorded as ``missing`` (notebook 04 skips
+such a rung and says so). Called by :func:`thor_core.notebook_runs.run_notebook`
+when a stage starts, so chained stages can be checked against each other: 02's
+dataset hash is 01's export, 03's model hash is 02's ``final/``.
+
+Not covered: problem sets, which are either generated from a recorded seed
+(``problem_seed``) or embedded files under version control (the git commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+MODEL_KEYS = ("model", "actor_model", "critic_model", "fallback_model")
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    from thor_core.models import EMBEDDED_PREFIX, resolve_model
+    from thor_core.runs import model_hash, repo_path
+
+    if name.startswith(EMBEDDED_PREFIX):
+        folder = resolve_model(name)
+    else:
+        folder = repo_path(name)
+        if not folder.exists():
+            local = name.startswith((".", "/", "~", "outputs")) or name.count("/") != 1
+            return {"name": name, "missing": True} if local else {"name": name, "hub_id": name}
+    digest = model_hash(folder)
+    return {"name": name, "path": digest["path"], "sha256": digest["sha256"]}
+
+
+def dataset_hash(folder: str | os.PathLike) -> dict[str, Any]:
+    """sha256 over a saved dataset's ``*.arrow`` files (name and content; ``state.json``'s fingerprint is left out,
+    as it differs between identical saves)."""
+    from thor_core.runs import _cached_sha256
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.arrow"))
+    if not files:
+        return {"path": str(folder), "missing": True}
+    hashes = _cached_sha256(files)
+    listing = "".join(f"{hashes[str(f)]}  {f.name}\n" for f in files)
+    return {"path": str(folder), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def inputs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"models": {key: entry}, "datasets": {key: entry}, "seeds": {key: value}}`` for a stage's parameters."""
+    from thor_core.runs import repo_path
+
+    models = {k: _model_entry(params[k]) for k in MODEL_KEYS if isinstance(params.get(k), str) and params[k]}
+    for rung, name in (params.get("rungs") or {}).items():
+        models[f"rungs.{rung}"] = _model_entry(str(name))
+    datasets = {}
+    if params.get("dataset"):
+        datasets["dataset"] = dataset_hash(repo_path(params["dataset"]))
+    elif params.get("tirgen_dir"):
+        datasets["tirgen_dir"] = dataset_hash(repo_path(params["tirgen_dir"]) / "sft")
+    seeds = {k: v for k, v in params.items() if "seed" in k and isinstance(v, int)}
+    return {"models": models, "datasets": datasets, "seeds": seeds}
+
+
+def machine() -> dict[str, Any]:
+    """CPU count, memory and accelerator of this machine."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        memory = None
+    gpus = None
+    if shutil.which("nvidia-smi"):  # not torch: the demo's driver process does not load it
+        try:
+            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+            gpus = [line.strip() for line in listing.splitlines() if line.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory, 1) if memory else None,
+        "gpus": gpus,
+        "processor": platform.processor() or platform.machine(),
+    }
