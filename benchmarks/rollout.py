@@ -405,11 +405,20 @@ class ToraHF:
                 for row, i in enumerate(live):
                     new = out[row, width:].tolist()
                     limit = cfg.max_new_tokens - len(loops[i].ids)
-                    eos = next((k for k, t in enumerate(new) if t in self.backend.eos_token_ids), None)
-                    if eos is not None:
-                        new, finish = new[: eos + 1], FINISH_EOS
+                    # A row that finished before the batch (EOS or the stop string) is padded to its length, and
+                    # Qwen's pad token is also one of its EOS tokens: strip the padding, then read why it ended.
+                    n = len(new)
+                    while n and new[n - 1] == tok.pad_token_id:
+                        n -= 1
+                    ended_early, new = n < len(new), new[:n]
+                    if new and new[-1] in self.backend.eos_token_ids:
+                        finish = FINISH_EOS
+                    elif ended_early and CODE_STOP in tok.decode(new[-4:]):
+                        finish = "stop"
+                    elif ended_early:  # its EOS was the pad token, stripped with the padding
+                        new, finish = new + [tok.pad_token_id], FINISH_EOS
                     else:
-                        new = [t for t in new if t != tok.pad_token_id][:limit]
+                        new = new[:limit]
                         finish = FINISH_LENGTH if len(new) >= limit else "stop"
                     code = loops[i].after_segment(new, finish)
                     if code is not None:

@@ -155,7 +155,10 @@ def test_many_seeded_sampled_requests_with_long_prompts(backend):
 
     async def run_all():
         return await asyncio.gather(
-            *(backend.generate(SegmentRequest(long_prompt, max_new_tokens=8, sampling=sampling, seed=i % 10)) for i in range(20))
+            *(
+                backend.generate(SegmentRequest(long_prompt, max_new_tokens=8, sampling=sampling, seed=i % 10))
+                for i in range(20)
+            )
         )
 
     segments = asyncio.run(run_all())

@@ -362,6 +362,11 @@ def test_run_notebook_ok(tmp_path):
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["status"] == "ok" and m["params"] == {"greeting": "hi", "repeat": 3, "scale": 3, "tags": ["a"]}
     assert m["params_file"] == str(params) and m["executed_notebook"] == str(executed)
+    assert m["all_params"] == {  # the notebook's defaults under the given values, as the notebook ran them
+        **m["params"], "mode": "fast", "limit": None, "fail": False, "run_dir": str(tmp_path / "run")
+    }  # fmt: skip
+    assert m["inputs"] == {"models": {}, "datasets": {}, "seeds": {}} and m["machine"]["cpus"] >= 1
+    assert not [p for p in FIXTURE.parent.iterdir() if p.is_socket()]  # the kernel's sockets live elsewhere
 
 
 @pytest.mark.notebook

@@ -123,7 +123,7 @@ def run_notebook(
     The run folder is ``out_dir``, or ``OUTPUTS/<profile or "adhoc">/<notebook stem>``;
     see :func:`start_run` for ``resume`` and ``model_path``. The kernel's working
     directory is the notebook's folder (as in JupyterLab), and its environment
-    has ``THOR_PROGRESS=lines`` (plain progress lines, ``thor_core.progress``). On failure the
+    has ``THOR_PROGRESS=lines`` (plain progress lines, ``thor_core.progress``) and vLLM at warnings. On failure the
     manifest gets status ``"failed"`` and the error, and :class:`NotebookError`
     naming the cell is raised.
     """
@@ -161,7 +161,8 @@ def run_notebook(
     )
     executed = run.dir / notebook.name
     if "run_dir" in declared and "run_dir" not in params:
-        params["run_dir"] = str(run.dir)
+        params["run_dir"] = run.manifest["all_params"]["run_dir"] = str(run.dir)
+        run.write()
     from jupyter_client.manager import KernelManager
 
     # The kernel talks over Unix sockets, not loopback TCP: nothing listens on a port, and the kernel has no
@@ -171,7 +172,10 @@ def run_notebook(
     sockets = tempfile.mkdtemp(prefix="thor-kernel-")
     km = KernelManager(kernel_name=kernel, transport="ipc", ip=os.path.join(sockets, "ipc"))
     try:
-        with _kernel_env({"THOR_PROGRESS": "lines"}):  # headless: plain progress lines (thor_core.progress)
+        # headless: plain progress lines (thor_core.progress); vLLM's INFO lines (engine config, every start-up)
+        # would fill the executed notebook and the demo's terminal: warnings only, unless the user chose a level
+        quiet = {"THOR_PROGRESS": "lines", "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+        with _kernel_env(quiet):
             papermill.execute_notebook(
                 str(notebook),
                 str(executed),
