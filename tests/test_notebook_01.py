@@ -7,7 +7,7 @@ import json
 import nbformat
 import pytest
 
-from thor_core import sft_data, tirgen
+from thor_core import provenance, sft_data, tirgen
 from thor_core.runs import run_notebook
 
 
@@ -31,3 +31,23 @@ def test_notebook_01_smoke(tmp_path):
     assert (run_dir / "funnel.png").stat().st_size > 1000 and (run_dir / "funnel.pdf").exists()
     html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
     assert 'title="actor"' in html  # trajectories rendered by writer
+
+    # provenance: the manifest names the model by hash, the seeds, the parameters used, the machine
+    m = json.loads((run_dir / "manifest.json").read_text())
+    actor = m["inputs"]["models"]["actor_model"]
+    assert actor["name"] == "embedded:smollm2-135m-instruct" and len(actor["sha256"]) == 64
+    assert m["inputs"]["seeds"]["seed"] == m["all_params"]["seed"] and m["all_params"]["n_problems"] == 4
+    assert m["git"]["commit"] and m["packages"]["vllm"] and m["machine"]["cpus"] >= 1
+
+    # the same seed into a fresh folder: the same attempts, token for token, and the same dataset
+    again = run_notebook("01_tirgen", profile="smoke", out_dir=tmp_path / "nb01-again").parent
+    assert _attempts(again) == _attempts(run_dir) != []
+    assert provenance.dataset_hash(again / "sft") == {
+        **provenance.dataset_hash(run_dir / "sft"),
+        "path": str(again / "sft"),
+    }
+
+
+def _attempts(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "attempts.jsonl").read_text().splitlines()]
+    return sorted((r["question_id"], tuple(r["completion_ids"]), r["correct"]) for r in rows)

@@ -14,6 +14,7 @@ import nbformat
 import pytest
 from test_sft import write_dataset
 
+from thor_core import provenance
 from thor_core.runs import NotebookError, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.model]
@@ -26,7 +27,10 @@ def test_notebook_02_smoke(tmp_path):
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "ok"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "ok"
+    assert manifest["inputs"]["datasets"]["dataset"]["sha256"] == provenance.dataset_hash(dataset)["sha256"]
+    assert len(manifest["inputs"]["models"]["model"]["sha256"]) == 64
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "step 2/2" in text and "eta" in text  # plain progress lines, no widgets
 

@@ -58,3 +58,21 @@ def test_notebook_04_smoke(tmp_path):
     by_rung = {r.rung: r for r in ladder.rungs}
     assert by_rung["T1"].present and by_rung["T1"].n == 8
     assert not by_rung["T3"].present and not by_rung["T6"].present
+
+    # the same seeds into a fresh folder: the same answers, token for token, and the same summary numbers
+    again = run_notebook(
+        "04_correction_inference", profile="smoke", overrides={"rungs": rungs}, out_dir=tmp_path / "04-again"
+    ).parent
+    assert _answers(again / "T1") == _answers(run_dir / "T1") != []
+    for tag in ("cot", "tir", "tir-sc"):
+        first, second = (json.loads((d / "T1" / f"summary-{tag}.json").read_text()) for d in (run_dir, again))
+        assert first["overall"] == second["overall"]
+
+
+def _answers(rung_dir):
+    rows = []
+    for path in sorted(rung_dir.glob("records-*.jsonl")):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            rows.append((path.name, r["question_id"], tuple(r["completion_ids"]), r["correct"]))
+    return sorted(rows)
