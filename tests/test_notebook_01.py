@@ -31,6 +31,8 @@ def test_notebook_01_smoke(tmp_path):
     assert (run_dir / "funnel.png").stat().st_size > 1000 and (run_dir / "funnel.pdf").exists()
     html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
     assert 'title="actor"' in html  # trajectories rendered by writer
+    page = (run_dir / "trajectories.html").read_text()  # and the same records as a standalone viewer page
+    assert page.startswith("<!DOCTYPE html>") and "TIRGen samples" in page
 
     # provenance: the manifest names the model by hash, the seeds, the parameters used, the machine
     m = json.loads((run_dir / "manifest.json").read_text())
