@@ -66,3 +66,16 @@ def test_tables_from_summaries():
     assert "| T1 (base) | tir | 4 | 0 | 0 | 8 | 12 | 12.00 | 0.000532 |" in chi
     assert "undefined" in chi  # tir-sc: no failed call
     assert rungs.correction_cost_table({"T1": sums["T1"]}).startswith("No rung ran both")
+
+
+def test_a_rung_named_relative_to_the_repo_loads_from_there_whatever_the_working_directory(tmp_path, monkeypatch):
+    """Profiles name rungs ``outputs/<profile>/.../final``; notebook 04's kernel runs in notebooks/ (the demo found a
+    relative rung path resolved against it)."""
+    from thor_core import runs
+
+    monkeypatch.setattr(runs, "OUTPUTS", tmp_path)
+    (tmp_path / "cpu" / "03_rl-cot" / "final").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # anywhere but the repo root
+    assert rungs.local_model("outputs/cpu/03_rl-cot/final") == str(tmp_path / "cpu" / "03_rl-cot" / "final")
+    assert rungs.local_model("embedded:qwen2.5-coder-0.5b-instruct") == "embedded:qwen2.5-coder-0.5b-instruct"
+    assert rungs.local_model("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"  # a hub id stays an id

@@ -147,6 +147,15 @@ def _looks_local(model: str) -> bool:
     return model.startswith(("outputs/", "/", "./", "../", "~")) or model.count("/") > 1
 
 
+def local_model(model: str) -> str:
+    """The name to load: a folder named relative to the repo (``outputs/<profile>/02_sft/final``) as its absolute
+    path, since the notebook's kernel runs in notebooks/; an embedded model or a hub id as given."""
+    if model.startswith(EMBEDDED_PREFIX):
+        return model
+    folder = repo_path(model)
+    return str(folder) if folder.exists() else model
+
+
 def skip_note(rung: str, model: str) -> str | None:
     """Why a rung cannot run (its model folder is missing) and what makes it; None when it can run."""
     if model.startswith(EMBEDDED_PREFIX):
@@ -195,7 +204,7 @@ def evaluate_rungs(p: RungsParams, out_dir: str | os.PathLike, sandbox, grader=N
             continue
         rung = step["rung"]
         print(f"{rung} ({RUNGS[rung]}): {step['model']}, runs {step['tags']}", flush=True)
-        with make_backend(p.backend, step["model"]) as backend:
+        with make_backend(p.backend, local_model(step["model"])) as backend:
             for mode, sc in p.variants(rung):
                 r = evaluation.evaluate(backend, sandbox if mode == "tir" else None, p.benchmarks, p.k, mode, sc,
                                         p.rollout_config(), out_dir / rung, limit=p.limit, best_of_n=p.curve_n(),
