@@ -38,6 +38,9 @@ def test_models_datasets_and_seeds_named_by_the_parameters(tmp_path):
     assert got["models"]["rungs.T5"]["missing"] is True
     assert got["datasets"]["tirgen_dir"]["sha256"] == provenance.dataset_hash(tmp_path / "01_tirgen" / "sft")["sha256"]
     assert got["seeds"] == {"seed": 3, "heldout_seed": 9001}
+    (tmp_path / "torn").mkdir()  # a folder without weights (an unfinished run): recorded, not raised
+    assert "no *.safetensors" in provenance.inputs({"model": str(tmp_path / "torn")})["models"]["model"]["unhashed"]
+    assert "unknown embedded model" in provenance.inputs({"model": "embedded:nope"})["models"]["model"]["unhashed"]
 
 
 def test_a_dataset_hash_follows_the_rows_not_the_fingerprint(tmp_path):

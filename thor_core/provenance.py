@@ -31,17 +31,21 @@ MODEL_KEYS = ("model", "actor_model", "critic_model", "fallback_model")
 
 
 def _model_entry(name: str) -> dict[str, Any]:
-    from thor_core.models import EMBEDDED_PREFIX, resolve_model
+    """Never raises: a name the stage cannot use is the stage's to report (notebook 04 skips such a rung)."""
+    from thor_core.models import EMBEDDED_PREFIX, ModelNotAvailable, resolve_model
     from thor_core.runs import model_hash, repo_path
 
-    if name.startswith(EMBEDDED_PREFIX):
-        folder = resolve_model(name)
-    else:
-        folder = repo_path(name)
-        if not folder.exists():
-            local = name.startswith((".", "/", "~", "outputs")) or name.count("/") != 1
-            return {"name": name, "missing": True} if local else {"name": name, "hub_id": name}
-    digest = model_hash(folder)
+    try:
+        if name.startswith(EMBEDDED_PREFIX):
+            folder = resolve_model(name)
+        else:
+            folder = repo_path(name)
+            if not folder.exists():
+                local = name.startswith((".", "/", "~", "outputs")) or name.count("/") != 1
+                return {"name": name, "missing": True} if local else {"name": name, "hub_id": name}
+        digest = model_hash(folder)
+    except (ModelNotAvailable, OSError) as e:  # an unknown embedded name, a folder without weights (a torn run)
+        return {"name": name, "unhashed": str(e)}
     return {"name": name, "path": digest["path"], "sha256": digest["sha256"]}
 
 
