@@ -139,6 +139,26 @@ def test_labels_mask_the_prompt_and_output_blocks_only_when_asked(tmp_path, save
         load_sft_dataset(tmp_path / "missing")
 
 
+def test_an_export_made_by_another_tokenizer_is_refused_before_any_training(tmp_path):
+    from transformers import AutoTokenizer
+
+    from thor_core.models import resolve_model
+    from thor_core.sft_data import FINGERPRINT, check_tokenizer
+
+    folder = write_dataset(tmp_path / "sft", n=2)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(MODEL))
+    check_tokenizer(folder, tokenizer)  # the tokenizer that made it: accepted
+    tokenizer.add_tokens(["<another-vocabulary>"])
+    with pytest.raises(ValueError, match="was tokenised by .*actor_model"):
+        check_tokenizer(folder, tokenizer)
+    made_with = json.loads((folder / FINGERPRINT).read_text())
+    (folder / FINGERPRINT).write_text(json.dumps({**made_with, "vocab_sha256": "0" * 64}))  # as if another model's
+    p = SFTParams(model=MODEL, dataset=str(folder), output_dir=str(tmp_path / "run"), **FAST)
+    with pytest.raises(ValueError, match=f"not by the tokenizer of {MODEL}"):
+        sft.train(p)
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
+
+
 def test_params_are_checked_by_name_and_every_profile_loads(capsys):
     with pytest.raises(ParamsError) as e:
         sft.load_params(overrides={"method": "qlora", "learning_rat": 1.0, "max_length": "4096"})

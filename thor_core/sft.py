@@ -250,7 +250,7 @@ def train(p: SFTParams) -> dict[str, Any]:
     from transformers import AutoTokenizer, PrinterCallback
 
     from thor_core.models import resolve_model
-    from thor_core.sft_data import load_sft_dataset
+    from thor_core.sft_data import check_tokenizer, load_sft_dataset
 
     if os.environ.get("LOCAL_RANK") is not None and not torch.cuda.is_available():
         # A rank launched by accelerate/torchrun on a machine without GPUs: accelerate only forms a
@@ -271,6 +271,9 @@ def train(p: SFTParams) -> dict[str, Any]:
         sft_run.refuse_other_settings(out, p, "a finished run")
         return sft_run.read_summary(out)
     raw = load_sft_dataset(p.dataset_path())  # fails at once, saying what to run first
+    folder = resolve_model(p.model)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    check_tokenizer(p.dataset_path(), tokenizer, p.model)  # and so does another model's tokenisation
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         if p.overwrite:
@@ -282,8 +285,6 @@ def train(p: SFTParams) -> dict[str, Any]:
         shutil.rmtree(out / "final.tmp", ignore_errors=True)
     state.wait_for_everyone()
     t0 = time.monotonic()
-    folder = resolve_model(p.model)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
     data = prepare_dataset(raw, p.mask_tool_outputs, p.limit)
     if len(data) == 0:
         raise ValueError(f"the SFT dataset at {p.dataset_path()} has no examples")

@@ -22,11 +22,18 @@ TRL 1.16's SFTTrainer takes ``input_ids`` + ``labels`` as given (a
 ``completion_mask`` column would be silently ignored without prompt/completion
 columns: ENVIRONMENT.md), so that is what is emitted.
 
+The ids mean something only under the tokenizer that made them, so the
+export also writes ``tokenizer_fingerprint.json`` (the vocabulary hashed) and
+``check_tokenizer`` refuses a model whose tokenizer differs: a run would
+otherwise train on garbage without a word.
+
 Not covered: packing and truncation (the trainer's job, ``thor_core.sft``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +44,7 @@ from thor_core.backends.base import eos_ids_of
 from thor_core.record import Trajectory
 
 IGNORE = -100
+FINGERPRINT = "tokenizer_fingerprint.json"
 COLUMNS = ("input_ids", "labels", "tool_output_mask", "messages", "question_id", "n_calls", "kind", "level")
 
 
@@ -117,6 +125,7 @@ def save_sft_dataset(records: Iterable[Trajectory], tokenizer, folder: str | os.
     shutil.rmtree(tmp, ignore_errors=True)
     dataset = sft_dataset(records, tokenizer, mask_tool_outputs)
     dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)  # 0 shards would not load back
+    (tmp / FINGERPRINT).write_text(json.dumps(tokenizer_fingerprint(tokenizer), indent=1) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return dataset
@@ -137,3 +146,28 @@ def load_sft_dataset(folder: str | os.PathLike):
     if missing:
         raise ValueError(f"{folder} is not a TIRGen SFT dataset: columns {sorted(missing)} are missing")
     return dataset
+
+
+def tokenizer_fingerprint(tokenizer) -> dict:
+    """What the export's ids mean: the vocabulary (token -> id, added tokens included) hashed, its size, a name."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
+    return {"name_or_path": str(tokenizer.name_or_path), "vocab_size": len(vocab), "vocab_sha256": digest}
+
+
+def check_tokenizer(folder: str | os.PathLike, tokenizer, model: str = "the model") -> None:
+    """Refuse to train ``model`` on an export whose ids were made by another tokenizer.
+
+    A dataset without a fingerprint (an export from before this check, or a user's own) is not checked.
+    """
+    path = Path(folder) / FINGERPRINT
+    if not path.exists():
+        return
+    made_with = json.loads(path.read_text())
+    if made_with["vocab_sha256"] != tokenizer_fingerprint(tokenizer)["vocab_sha256"]:
+        raise ValueError(
+            f"the SFT dataset at {folder} was tokenised by {made_with['name_or_path']} "
+            f"({made_with['vocab_size']} tokens), not by the tokenizer of {model} ({len(tokenizer)} tokens): "
+            "train the model the TIRGen actor was (notebook 01's actor_model), or re-export the dataset with "
+            "this model's tokenizer"
+        )
