@@ -38,6 +38,18 @@ STAGES = (
 KEY_FIGURES = ("ladder", "training_curves", "best_of_n", "tirgen_funnel")  # notebook 05's PNGs, shown in REPORT.md
 
 
+class _CellOutputOnly(logging.Filter):
+    """papermill's streamed cell output without its "Executing Cell 12-----" / "Ending Cell 12-----" markers
+    (the notebooks' own progress lines say more) and without the blank line after every streamed line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = record.msg.rstrip("\n")
+            if record.msg.startswith(("Executing Cell", "Ending Cell")) or not record.msg.strip():
+                return False
+        return True
+
+
 def _quiet_kernel_logs() -> None:
     """Keep papermill's streamed cell output; drop jupyter_client's and traitlets' warnings (e.g. TCP without
     encryption, which is about a loopback kernel the demo starts itself)."""
@@ -45,6 +57,7 @@ def _quiet_kernel_logs() -> None:
     for name in ("traitlets", "jupyter_client", "nbclient", "asyncio"):
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("papermill").setLevel(logging.INFO)
+    logging.getLogger("papermill").addFilter(_CellOutputOnly())
 
 
 def status(run_dir: Path) -> dict:
