@@ -18,7 +18,6 @@ Not covered: problem sets, which are either generated from a recorded seed
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
@@ -52,15 +51,13 @@ def _model_entry(name: str) -> dict[str, Any]:
 def dataset_hash(folder: str | os.PathLike) -> dict[str, Any]:
     """sha256 over a saved dataset's ``*.arrow`` files (name and content; ``state.json``'s fingerprint is left out,
     as it differs between identical saves)."""
-    from thor_core.runs import _cached_sha256
+    from thor_core.runs import listing_sha256
 
     folder = Path(folder)
     files = sorted(folder.glob("*.arrow"))
     if not files:
         return {"path": str(folder), "missing": True}
-    hashes = _cached_sha256(files)
-    listing = "".join(f"{hashes[str(f)]}  {f.name}\n" for f in files)
-    return {"path": str(folder), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+    return {"path": str(folder), "sha256": listing_sha256(folder, files)[0]}
 
 
 def inputs(params: Mapping[str, Any]) -> dict[str, Any]:

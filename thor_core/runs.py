@@ -434,10 +434,17 @@ def model_hash(path: str | os.PathLike) -> dict[str, Any]:
     weights = sorted(path.rglob("*.safetensors"))
     if not weights:
         raise FileNotFoundError(f"no *.safetensors weights under {path}; only safetensors weights are hashed")
-    hashes = _cached_sha256(weights)
-    files = {str(w.relative_to(path)): hashes[str(w)] for w in weights}
-    listing = "".join(f"{h}  {name}\n" for name, h in sorted(files.items()))
-    return {"path": str(path), "sha256": hashlib.sha256(listing.encode()).hexdigest(), "files": files}
+    digest, files = listing_sha256(path, weights)
+    return {"path": str(path), "sha256": digest, "files": files}
+
+
+def listing_sha256(folder: Path, files: list[Path]) -> tuple[str, dict[str, str]]:
+    """The sha256 of the ``sha256sum``-style listing of ``files`` (names relative to ``folder``, sorted) and
+    each file's own hash (cached, :func:`_cached_sha256`)."""
+    hashes = _cached_sha256(files)
+    by_name = {str(f.relative_to(folder)): hashes[str(f)] for f in files}
+    listing = "".join(f"{h}  {name}\n" for name, h in sorted(by_name.items()))
+    return hashlib.sha256(listing.encode()).hexdigest(), by_name
 
 
 class RunExistsError(FileExistsError):
