@@ -120,11 +120,19 @@ def save_sft_dataset(records: Iterable[Trajectory], tokenizer, folder: str | os.
     """Write the dataset with ``save_to_disk`` (atomically: a temp folder renamed into place)."""
     import shutil
 
+    import datasets
+
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     dataset = sft_dataset(records, tokenizer, mask_tool_outputs)
-    dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)  # 0 shards would not load back
+    bars = not datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()  # a bar for a save of a few hundred rows is noise in a notebook's output
+    try:
+        dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)  # 0 shards would not load back
+    finally:
+        if bars:
+            datasets.utils.enable_progress_bars()
     (tmp / FINGERPRINT).write_text(json.dumps(tokenizer_fingerprint(tokenizer), indent=1) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
