@@ -29,6 +29,11 @@ pytestmark = pytest.mark.model
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def _scripted_run(out: Path, problems: Path) -> list[str]:
+    """The command of one single-process run of ``rl_scripted`` (run under ``ENV``)."""
+    return [sys.executable, str(Path(__file__).parent / "rl_scripted.py"), str(out), str(problems), "{}"]
+
+
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "final" / "model.safetensors"))
 
@@ -39,10 +44,14 @@ def _metrics(folder: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """One uninterrupted single-process run of two steps."""
+    """One uninterrupted single-process run of two steps, started as the killed run is (a subprocess under ENV):
+    a run on another number of threads sums in another order, and its weights differ by ~4e-6 after two steps."""
     root = tmp_path_factory.mktemp("rl")
     problems = rl_scripted.write_problems(root / "problems.jsonl")
-    summary = rl_scripted.run(root / "ref", problems)
+    cmd = _scripted_run(root / "ref", problems)
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((root / "ref" / "rl_summary.json").read_text())
     yield root, problems, summary
     shutil.rmtree(root, ignore_errors=True)  # each run's checkpoints hold model + AdamW state: ~1.6 GB
 
@@ -71,7 +80,7 @@ def test_every_trainable_parameter_changes_and_metrics_are_logged(reference):
 def test_a_run_killed_mid_way_resumes_as_if_never_stopped(reference):
     root, problems, _ = reference
     out = root / "killed"
-    cmd = [sys.executable, str(Path(__file__).parent / "rl_scripted.py"), str(out), str(problems), "{}"]
+    cmd = _scripted_run(out, problems)
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while not (out / "checkpoints" / "step-1" / "trainer_state.json").exists():
