@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from thor_core import sft, sft_run, tir
 from thor_core.record import ToolCall, Trajectory
@@ -209,6 +210,13 @@ def test_sft_config_overrides_trl_defaults():
     assert cfg.model_init_kwargs["dtype"] == "float32" and cfg.report_to == []
     with pytest.raises(ValueError, match="not a multiple"):
         sft.sft_config(SFTParams(global_batch_size=4, per_device_batch_size=4), n_processes=3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
+def test_bf16_autocast_is_accepted_on_a_machine_without_a_gpu():
+    # transformers refuses bf16 on a CPU-only machine unless use_cpu is set (the cpu profile's SFT runs under it)
+    cfg = sft.sft_config(SFTParams(bf16=True), n_processes=1)
+    assert cfg.bf16 and cfg.use_cpu
 
 
 def test_run_folder_rules(tmp_path):
