@@ -21,10 +21,11 @@ def test_notebook_01_smoke(tmp_path):
     assert not errors
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "ok"
     stats = json.loads((run_dir / "stats.json").read_text())
-    assert stats["questions"] == 4 and len(tirgen.load_problems(run_dir)) == 4
+    assert stats["questions"] == 6 and len(tirgen.load_problems(run_dir)) == 6
     assert (run_dir / "cot" / "records-cot.jsonl").exists()  # the CoT pre-filter ran (cot_filter_k: 1)
-    kept_questions = 4 - stats["cot_dropped_questions"]
-    assert stats["attempts"] == kept_questions  # k: 1
+    kept_questions = 6 - stats["cot_dropped_questions"]
+    assert stats["attempts"] == 2 * kept_questions  # k: 2
+    assert stats["kept"] >= 1  # make smoke's 02 trains on this export
     assert [r["stage"] for r in stats["funnel"] if r["samples"] is not None][0] == "generated"
     assert stats["critic"]["steps"] >= stats["attempts"]
     assert len(sft_data.load_sft_dataset(run_dir / "sft")) == stats["kept"]
@@ -37,8 +38,8 @@ def test_notebook_01_smoke(tmp_path):
     # provenance: the manifest names the model by hash, the seeds, the parameters used, the machine
     m = json.loads((run_dir / "manifest.json").read_text())
     actor = m["inputs"]["models"]["actor_model"]
-    assert actor["name"] == "embedded:smollm2-135m-instruct" and len(actor["sha256"]) == 64
-    assert m["inputs"]["seeds"]["seed"] == m["all_params"]["seed"] and m["all_params"]["n_problems"] == 4
+    assert actor["name"] == "embedded:qwen2.5-coder-0.5b-instruct" and len(actor["sha256"]) == 64
+    assert m["inputs"]["seeds"]["seed"] == m["all_params"]["seed"] and m["all_params"]["n_problems"] == 6
     assert m["git"]["commit"] and m["packages"]["vllm"] and m["machine"]["cpus"] >= 1
 
     # the same seed into a fresh folder: the same attempts, token for token, and the same dataset

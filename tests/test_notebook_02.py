@@ -18,11 +18,15 @@ from thor_core import provenance
 from thor_core.runs import NotebookError, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.model]
+# the crafted dataset is tokenised by SmolLM2 (test_sft.MODEL); the smoke profile trains the Qwen model of make smoke
+SMOL = {"model": "embedded:smollm2-135m-instruct", "max_length": 256}
 
 
 def test_notebook_02_smoke(tmp_path):
     dataset = write_dataset(tmp_path / "sft", n=8)
-    executed = run_notebook("02_sft", profile="smoke", out_dir=tmp_path / "nb02", overrides={"dataset": str(dataset)})
+    executed = run_notebook(
+        "02_sft", profile="smoke", out_dir=tmp_path / "nb02", overrides={"dataset": str(dataset), **SMOL}
+    )
     run_dir = executed.parent
     nb = nbformat.read(executed, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
@@ -56,7 +60,10 @@ def test_notebook_02_smoke(tmp_path):
 def test_notebook_02_without_a_dataset_says_what_to_run_first(tmp_path):
     with pytest.raises(NotebookError, match="01_tirgen") as e:
         run_notebook(
-            "02_sft", profile="smoke", out_dir=tmp_path / "nb02", overrides={"dataset": str(tmp_path / "nothing-here")}
+            "02_sft",
+            profile="smoke",
+            out_dir=tmp_path / "nb02",
+            overrides={"dataset": str(tmp_path / "nothing-here"), **SMOL},
         )
     assert "FileNotFoundError" in str(e.value) and "python -m thor_core.runs 01_tirgen" in str(e.value)
     assert not (tmp_path / "nb02" / "final").exists()

@@ -16,10 +16,11 @@ from thor_core.runs import run_notebook
 def test_notebook_04_smoke(tmp_path):
     missing = tmp_path / "no-sft" / "final"  # T3 points at a folder that is not there: skipped with a note
     rungs = {"T1": "embedded:smollm2-135m-instruct", "T3": str(missing)}
+    overrides = {"rungs": rungs, "self_correction_rungs": ["T1"], "max_new_tokens": 48}  # the tiny model, every variant
     executed = run_notebook(
         "04_correction_inference",
         profile="smoke",
-        overrides={"rungs": rungs},
+        overrides=overrides,
         out_dir=tmp_path / "04_correction_inference",
     )
     run_dir = executed.parent
@@ -61,7 +62,7 @@ def test_notebook_04_smoke(tmp_path):
 
     # the same seeds into a fresh folder: the same answers, token for token, and the same summary numbers
     again = run_notebook(
-        "04_correction_inference", profile="smoke", overrides={"rungs": rungs}, out_dir=tmp_path / "04-again"
+        "04_correction_inference", profile="smoke", overrides=overrides, out_dir=tmp_path / "04-again"
     ).parent
     assert _answers(again / "T1") == _answers(run_dir / "T1") != []
     for tag in ("cot", "tir", "tir-sc"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from thor_core import provenance
 from thor_core.runs import model_hash
 
@@ -54,3 +56,7 @@ def test_a_dataset_hash_follows_the_rows_not_the_fingerprint(tmp_path):
 def test_machine():
     m = provenance.machine()
     assert m["cpus"] >= 1 and m["memory_gib"] > 0
+    if Path("/proc/cpuinfo").exists():  # Linux: the CPU model and the speed-relevant flags it has
+        assert m["cpu_model"] and set(m["cpu_flags"]) <= set(provenance._SPEED_FLAGS)
+        flags = Path("/proc/cpuinfo").read_text()
+        assert ("avx2" in flags.split()) == ("avx2" in m["cpu_flags"])

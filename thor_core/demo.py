@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,12 +41,22 @@ KEY_FIGURES = ("ladder", "training_curves", "best_of_n", "tirgen_funnel")  # not
 
 class _CellOutputOnly(logging.Filter):
     """papermill's streamed cell output without its "Executing Cell 12-----" / "Ending Cell 12-----" markers
-    (the notebooks' own progress lines say more) and without the blank line after every streamed line."""
+    (the notebooks' own progress lines say more), without the "<IPython.core.display.HTML object>" stand-ins
+    of rich outputs (they are in the executed notebook), without the blank line after every streamed line, and
+    with "Input Notebook:" once (papermill logs it when it reads the parameters and again when it executes)."""
+
+    _DROP = ("Executing Cell", "Ending Cell", "<IPython.core.display.")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = record.msg.rstrip("\n")
-            if record.msg.startswith(("Executing Cell", "Ending Cell")) or not record.msg.strip():
+            repeated = record.msg.startswith("Input Notebook:") and record.msg == self._last
+            self._last = record.msg
+            if repeated or record.msg.lstrip().startswith(self._DROP) or not record.msg.strip():
                 return False
         return True
 
@@ -58,6 +69,10 @@ def _quiet_kernel_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("papermill").setLevel(logging.INFO)
     logging.getLogger("papermill").addFilter(_CellOutputOnly())
+    # the kernels inherit these: vLLM's start-up warnings (eager mode, no tcmalloc, ...) and c10's C++ warnings
+    # (NUMA binding) are the same at every engine start and say nothing to a demo user; a set value wins
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 
 def status(run_dir: Path) -> dict:

@@ -94,4 +94,22 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(memory, 1) if memory else None,
         "gpus": gpus,
         "processor": platform.processor() or platform.machine(),
+        **_cpu_model(),
     }
+
+
+# CPU features that change CPU run times several-fold (bf16 autocast, vLLM's CPU kernels): two 2-core machines
+# of this project ran the same demo stage 3.5x apart, so a wall time means little without them
+_SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpu_model() -> dict[str, Any]:
+    """``cpu_model`` and ``cpu_flags`` (those of ``_SPEED_FLAGS`` it has) from /proc/cpuinfo, where there is one."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name"), "cpu_flags": [f for f in _SPEED_FLAGS if f in flags]}
