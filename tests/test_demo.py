@@ -27,6 +27,10 @@ def test_the_demo_runs_a_stage_skips_it_when_done_and_writes_the_report(tmp_path
     report = (tmp_path / "smoke" / "REPORT.md").read_text()
     assert "| 05_analysis_figures | ok |" in report and "ladder" in report.lower()
     assert "![ladder](05_analysis_figures/ladder.png)" in report  # the key figures, linked relative to the report
+    assert (
+        "- [manifest.json](05_analysis_figures/manifest.json)" in report
+        and str(tmp_path) not in report.split("## 05")[1]
+    )
     assert (tmp_path / "smoke" / "05_analysis_figures" / "manifest.json").exists()
     again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "05_analysis_figures: done before" in again.stdout

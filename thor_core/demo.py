@@ -109,19 +109,20 @@ def write_report(profile: str, root: Path, results: list[dict]) -> Path:
     for r in results:
         t = f"{r['duration_s']:.0f} s" if r.get("duration_s") else "-"
         lines.append(f"| {r['stage']} | {r['status']} | {t} | `{r['run_dir']}` |")
+    base = root / profile
     for r in results:
         folder = Path(r["run_dir"])
         files = sorted(p for p in folder.glob("*") if p.suffix in (".html", ".png", ".md", ".ipynb", ".json"))
-        if files:
-            lines += ["", f"## {r['stage']}", ""] + [f"- [{p.name}]({p})" for p in files]
-    figures_dir = root / profile / "05_analysis_figures"
+        if files:  # relative links, as for the figures below
+            lines += ["", f"## {r['stage']}", ""] + [f"- [{p.name}]({os.path.relpath(p, base)})" for p in files]
+    figures_dir = base / "05_analysis_figures"
     ladder = figures_dir / "ladder.md"
     if ladder.exists():
         lines += ["", "## The ladder (notebook 05)", "", ladder.read_text()]
     figures = [f for f in KEY_FIGURES if (figures_dir / f"{f}.png").exists()]
     if figures:  # relative links: the report opens in place (JupyterLab, a Markdown viewer) and moves with its folder
         lines += ["", "## Key figures", ""] + [f"![{f}](05_analysis_figures/{f}.png)" for f in figures]
-    path = root / profile / "REPORT.md"
+    path = base / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
