@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -36,9 +37,16 @@ def test_the_demo_runs_a_stage_skips_it_when_done_and_writes_the_report(tmp_path
     assert again.returncode == 0 and "05_analysis_figures: done before" in again.stdout
 
 
+@pytest.fixture
+def chain_root(tmp_path):
+    yield tmp_path
+    shutil.rmtree(tmp_path / "smoke", ignore_errors=True)  # 02's and 03's checkpoints of the 0.5B model: ~10 GB
+
+
 @pytest.mark.model
-def test_make_smoke_runs_the_whole_chain_01_to_05(tmp_path):
+def test_make_smoke_runs_the_whole_chain_01_to_05(chain_root):
     """What `make smoke` runs: each stage reads the one before (01's export -> 02 -> 03 -> 04's rungs -> 05)."""
+    tmp_path = chain_root
     env = {**os.environ, "THOR_OUTPUTS": str(tmp_path)}
     cmd = [sys.executable, "-m", "thor_core.demo", "--profile", "smoke"]
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=2400)
