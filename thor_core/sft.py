@@ -192,7 +192,8 @@ def sft_config(p: SFTParams, n_processes: int | None = None):
         packing=p.packing,
         bf16=p.bf16,
         fp16=False,
-        use_cpu=not _has_accelerator(),  # else transformers refuses bf16 (CPU autocast) on a machine without a GPU
+        # without a GPU transformers refuses bf16 (CPU autocast) unless told it runs on the CPU; the RL trainer's rule
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=p.gradient_checkpointing,
         optim=p.optim,
         weight_decay=p.weight_decay,
@@ -209,13 +210,6 @@ def sft_config(p: SFTParams, n_processes: int | None = None):
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
     )
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    xpu = getattr(torch, "xpu", None)
-    return torch.cuda.is_available() or torch.backends.mps.is_available() or bool(xpu and xpu.is_available())
 
 
 def lora_config(p: SFTParams):
