@@ -10,26 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from thor_core import evaluation
+from thor_core import eval_code
 from thor_core.backends.scripted import ScriptedBackend
 from thor_core.data import load_benchmark
-from thor_core.evaluation import (
-    EvalParams,
-    best_of_n_curve,
-    chi2_sf_df1,
-    chi_square_2x2,
-    evaluate,
-    group_metrics,
-    humaneval_program,
-    pass_at_k,
-    render_trajectory,
-    summarize,
-    tool_correctness_table,
-)
+from thor_core.eval_code import humaneval_program
+from thor_core.eval_metrics import best_of_n_curve, group_metrics, pass_at_k, summarize, tool_correctness_table
+from thor_core.eval_report import render_trajectory
+from thor_core.evaluation import evaluate
 from thor_core.grading import GradeResult
 from thor_core.record import Correction, ToolCall, Trajectory, iter_jsonl
 from thor_core.rollout import RolloutConfig
-from thor_core.runs import ParamsError, validate_params
+from thor_core.stats import chi2_sf_df1, chi_square_2x2
 from thor_core.tir import last_boxed
 
 # ------------------------------------------------------------------ metrics
@@ -161,22 +152,6 @@ def test_best_of_n_curve_by_hand():
     assert rows[4]["exec_pass_rate"] == pytest.approx(1.0)
     assert summarize(records, k=4, best_of_n=None)["best_of_n"] is None
     assert summarize(records[:1], k=1, best_of_n=2)["best_of_n"] is None  # k < N
-
-
-def test_eval_params_schema():
-    p = validate_params(EvalParams, {"k": 8, "best_of_n": 8, "self_correction": "on", "limit": None})
-    assert p.variants() == [("tir", True)]
-    assert validate_params(EvalParams, {"cot_baseline": True}).variants() == [
-        ("cot", False),
-        ("tir", False),
-        ("tir", True),
-    ]
-    cfg = p.rollout_config()
-    assert cfg.max_tool_rounds == 10 and cfg.sampling.temperature == 0.6
-    with pytest.raises(ParamsError):
-        validate_params(EvalParams, {"self_correction": "yes"})
-    with pytest.raises(ValueError, match="best_of_n"):
-        validate_params(EvalParams, {"k": 2, "best_of_n": 4})
 
 
 # ------------------------------------------------------------ scripted runs
@@ -390,7 +365,7 @@ def test_humaneval_program_passes_canonical_and_fails_wrong(sandbox):
     bad = f"```python\ndef {meta['entry_point']}(*args):\n    return None\n```"
     for completion, expected in ((good, True), (bad, False), (problem.answer, True)):  # a bare body completes the stub
         result = sandbox.run(humaneval_program(meta, completion), 10)
-        assert (result.exited_cleanly and evaluation.PASS_MARK in result.stdout) is expected
+        assert (result.exited_cleanly and eval_code.PASS_MARK in result.stdout) is expected
 
 
 def test_evaluate_code_scripted(tokenizer, sandbox, tmp_path):
@@ -402,7 +377,7 @@ def test_evaluate_code_scripted(tokenizer, sandbox, tmp_path):
         return f"```python\n{p.metadata['prompt']}{body}```<|im_end|>"
 
     backend = ScriptedBackend(tokenizer, respond)
-    result = evaluation.evaluate_code(
+    result = eval_code.evaluate_code(
         backend, sandbox, RolloutConfig(max_new_tokens=600), tmp_path, k=1, limit=2, progress=False
     )
     assert [r.correct for r in result.records] == [True, False]
@@ -417,7 +392,7 @@ def test_math_is_finite_for_huge_tables():
 
 def test_reports_and_figures(tmp_path):
     from thor_core import plots
-    from thor_core.evaluation import comparison_table, pick_examples, write_report
+    from thor_core.eval_report import comparison_table, pick_examples, write_report
 
     runs = []
     for tag in ("tir", "tir-sc"):

@@ -188,7 +188,7 @@ def test_profiles_are_valid(profile):
     import papermill
     import yaml
 
-    from thor_core.runs import load_profile, profile_path
+    from thor_core.params import load_profile, profile_path
 
     p = load_profile(ladder.AnalysisParams, profile, "05_analysis_figures")
     assert p.profile == profile and p.root().name == profile and p.out_dir().name == "05_analysis_figures"

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from thor_core import provenance, sft_data, tirgen
-from thor_core.runs import run_notebook
+from thor_core.notebook_runs import run_notebook
 
 TINY = dict(actor_model="embedded:smollm2-135m-instruct", actor_backend="hf", n_problems=4, k=1, step_tokens=32,
             max_new_tokens=96, max_steps=3, critic_max_new_tokens=48, critic_retries=0, cot_max_new_tokens=32)  # fmt: skip

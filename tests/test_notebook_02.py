@@ -15,7 +15,7 @@ import pytest
 from test_sft import write_dataset
 
 from thor_core import provenance
-from thor_core.runs import NotebookError, run_notebook
+from thor_core.notebook_runs import NotebookError, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.model]
 # the crafted dataset is tokenised by SmolLM2 (test_sft.MODEL); the smoke profile trains the Qwen model of make smoke

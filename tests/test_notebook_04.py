@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from thor_core.ladder import build_ladder
-from thor_core.runs import run_notebook
+from thor_core.notebook_runs import run_notebook
 
 
 @pytest.mark.notebook

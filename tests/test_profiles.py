@@ -9,7 +9,8 @@ import re
 import pytest
 
 from thor_core.notebook_runs import _declared_parameters, _resolve_notebook
-from thor_core.runs import REPO_ROOT, _read_yaml_mapping
+from thor_core.params import read_yaml_mapping
+from thor_core.runs import REPO_ROOT
 
 PROFILE_FILES = sorted(p for p in (REPO_ROOT / "params").glob("*/*.yaml") if p.parent.name != "accelerate")
 
@@ -25,7 +26,7 @@ def test_the_demo_profiles_are_all_there():
 @pytest.mark.parametrize("path", PROFILE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_a_profile_file_fits_its_notebook_and_its_own_folder(path):
     notebook = _resolve_notebook(path.stem.split("-")[0])  # 03_rl-episode is notebook 03_rl
-    _declared_parameters(notebook, _read_yaml_mapping(path))  # raises ParamsError naming an unknown key
+    _declared_parameters(notebook, read_yaml_mapping(path))  # raises ParamsError naming an unknown key
     profile = path.parent.name
     for folder in re.findall(r"outputs/([\w.-]+)", path.read_text()):
         assert folder == profile, f"{path} refers to outputs/{folder}/ (profile {profile})"

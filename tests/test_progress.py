@@ -152,7 +152,7 @@ def test_tqdm_auto_steered_in_a_headless_kernel_only(monkeypatch, no_override):
 
 
 def test_run_notebook_kernel_env(monkeypatch):
-    from thor_core.runs import _kernel_env
+    from thor_core.notebook_runs import _kernel_env
 
     monkeypatch.setenv(progress.ENV, "notebook")
     with _kernel_env({progress.ENV: "lines", "THOR_TEST_UNSET": "1"}):
@@ -213,7 +213,7 @@ def test_bare_papermill_gets_lines_and_no_widgets(tmp_path):
 
 @pytest.mark.notebook
 def test_run_notebook_gets_lines_even_when_widgets_are_forced_outside(tmp_path, monkeypatch):
-    from thor_core.runs import run_notebook
+    from thor_core.notebook_runs import run_notebook
 
     monkeypatch.setenv(progress.ENV, "notebook")  # a JupyterLab user's setting must not reach executed notebooks
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from thor_core import rungs
-from thor_core.evaluation import summarize
+from thor_core.eval_metrics import summarize
 from thor_core.record import ToolCall, Trajectory
 
 

@@ -1,5 +1,5 @@
-"""Tests for thor_core.runs: parameter validation, run manifests, model hashing,
-and headless notebook runs (the last marked ``notebook``)."""
+"""Tests for thor_core.params (parameter validation), thor_core.runs (run manifests, model hashing)
+and thor_core.notebook_runs (headless notebook runs, marked ``notebook``)."""
 
 from __future__ import annotations
 
@@ -16,21 +16,10 @@ from typing import Literal, Optional
 import nbformat
 import pytest
 
-from thor_core import runs
-from thor_core.runs import (
-    REPO_ROOT,
-    NotebookError,
-    ParamsError,
-    Run,
-    RunExistsError,
-    load_params_file,
-    load_profile,
-    model_hash,
-    params_from_namespace,
-    run_notebook,
-    start_run,
-    validate_params,
-)
+from thor_core import notebook_runs, params, runs
+from thor_core.notebook_runs import NotebookError, run_notebook
+from thor_core.params import ParamsError, load_params_file, load_profile, params_from_namespace, validate_params
+from thor_core.runs import REPO_ROOT, Run, RunExistsError, model_hash, start_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "params_echo.ipynb"
 
@@ -340,14 +329,14 @@ def test_unknown_notebook_parameter_is_caught_before_running(tmp_path):
     assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="not both"):
         run_notebook(FIXTURE, profile="smoke", params_file=tmp_path / "p.yaml")
-    assert runs.main([str(FIXTURE), "-p", "gretting=hi", "--out-dir", str(tmp_path / "cli")]) == 2
+    assert notebook_runs.main([str(FIXTURE), "-p", "gretting=hi", "--out-dir", str(tmp_path / "cli")]) == 2
 
 
 @pytest.mark.notebook
 def test_run_notebook_ok(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text("greeting: hi\nrepeat: 2\nscale: 3\ntags: [a]\n")
-    executed = run_notebook(FIXTURE, params_file=params, overrides={"repeat": 3}, out_dir=tmp_path / "run")
+    params_yaml = tmp_path / "params.yaml"
+    params_yaml.write_text("greeting: hi\nrepeat: 2\nscale: 3\ntags: [a]\n")
+    executed = run_notebook(FIXTURE, params_file=params_yaml, overrides={"repeat": 3}, out_dir=tmp_path / "run")
 
     assert executed == tmp_path / "run" / "params_echo.ipynb"
     nb = nbformat.read(executed, as_version=4)
@@ -361,7 +350,7 @@ def test_run_notebook_ok(tmp_path):
 
     m = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert m["status"] == "ok" and m["params"] == {"greeting": "hi", "repeat": 3, "scale": 3, "tags": ["a"]}
-    assert m["params_file"] == str(params) and m["executed_notebook"] == str(executed)
+    assert m["params_file"] == str(params_yaml) and m["executed_notebook"] == str(executed)
     assert m["all_params"] == {  # the notebook's defaults under the given values, as the notebook ran them
         **m["params"], "mode": "fast", "limit": None, "fail": False, "run_dir": str(tmp_path / "run")
     }  # fmt: skip
@@ -373,7 +362,7 @@ def test_run_notebook_ok(tmp_path):
 def test_run_notebook_failure_names_cell(tmp_path, monkeypatch):
     (tmp_path / "params" / "smoke").mkdir(parents=True)
     (tmp_path / "params" / "smoke" / "params_echo.yaml").write_text("fail: true\n")
-    monkeypatch.setattr(runs, "PARAMS", tmp_path / "params")
+    monkeypatch.setattr(params, "PARAMS", tmp_path / "params")
     monkeypatch.setattr(runs, "OUTPUTS", tmp_path / "outputs")
 
     with pytest.raises(NotebookError) as e:
@@ -386,7 +375,7 @@ def test_run_notebook_failure_names_cell(tmp_path, monkeypatch):
     assert m["error"]["type"] == "RuntimeError" and m["error"]["cell_source"].startswith("if p.fail:")
 
     # Bad types are caught inside the notebook by params_from_namespace; via the CLI this time.
-    code = runs.main([str(FIXTURE), "--profile", "smoke", "--resume", "-p", "mode=fsat", "-p", "repeat='2'"])
+    code = notebook_runs.main([str(FIXTURE), "--profile", "smoke", "--resume", "-p", "mode=fsat", "-p", "repeat='2'"])
     assert code == 1
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["status"] == "failed" and m["error"]["type"] == "ParamsError"

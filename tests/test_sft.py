@@ -34,8 +34,9 @@ import pytest
 import torch
 
 from thor_core import sft, sft_run, tir
+from thor_core.params import ParamsError
 from thor_core.record import ToolCall, Trajectory
-from thor_core.runs import REPO_ROOT, ParamsError
+from thor_core.runs import REPO_ROOT
 from thor_core.sft import IGNORE, SFTParams
 from thor_core.sft_data import load_sft_dataset, save_sft_dataset
 

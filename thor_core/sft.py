@@ -5,7 +5,7 @@ Covered:
 - ``SFTParams``: every setting, with help text, loadable from a YAML profile
   and from the command line (``python -m thor_core.sft --config FILE
   [--name value ...]``; the open-r1 recipe pattern), checked by
-  ``thor_core.runs.validate_params`` (bad names and values are named). One
+  ``thor_core.params.validate_params`` (bad names and values are named). One
   function, ``sft_config``, maps it onto ``trl.SFTConfig`` and overrides
   TRL's defaults that do not suit us (``max_length`` 1024, gradient
   checkpointing on, bf16 on, fp32 model loading, LR 2e-5, fused AdamW;
@@ -51,7 +51,8 @@ from typing import Any, Literal
 
 from thor_core import progress, sft_run
 from thor_core.models import DEFAULT_MODEL
-from thor_core.runs import repo_path, validate_params, write_json_atomic
+from thor_core.params import validate_params
+from thor_core.runs import repo_path, write_json_atomic
 
 IGNORE = -100
 
@@ -392,7 +393,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from thor_core.runs import ParamsError
+    from thor_core.params import ParamsError
 
     try:
         config, overrides, want_help = _parse_cli(list(sys.argv[1:] if argv is None else argv))

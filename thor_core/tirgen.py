@@ -40,10 +40,11 @@ from thor_core.backends.base import SamplingParams
 from thor_core.data import Problem, load_benchmark
 from thor_core.evaluation import GradedWriter, check_config, evaluate, load_records, math_grader
 from thor_core.models import DEFAULT_MODEL
+from thor_core.params import load_params_file
 from thor_core.progress import bar as progress_bar
 from thor_core.record import Trajectory, write_jsonl
 from thor_core.rollout import RolloutConfig, _run_coroutine, make_tasks
-from thor_core.runs import load_params_file, repo_path, write_json_atomic
+from thor_core.runs import repo_path, write_json_atomic
 from thor_core.sft_data import save_sft_dataset
 
 Backend = Literal["auto", "hf", "vllm", "openai"]

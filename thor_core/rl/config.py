@@ -2,7 +2,7 @@
 
 Defaults are the paper's and the authors' settings (THOR_METHOD.md) where
 they make sense on any machine; the profiles shrink the sizes. Loaded and
-checked like every stage's settings (``thor_core.runs.validate_params``:
+checked like every stage's settings (``thor_core.params.validate_params``:
 an unknown name or a bad value is named with the allowed ones).
 """
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thor_core.runs import repo_path, validate_params
+from thor_core.params import validate_params
+from thor_core.runs import repo_path
 
 MODES = ("cot", "episode", "thor")
 
