@@ -222,7 +222,7 @@ def evaluate(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if "humaneval" in benchmarks:
-        raise ValueError("humaneval is a code benchmark: use evaluate_code")
+        raise ValueError("humaneval is a code benchmark: use thor_core.eval_code.evaluate_code")
     cfg = replace(cfg, tools=mode == "tir", self_correction=self_correction)
     tag = run_tag(mode, self_correction)
     out_dir = Path(out_dir)
