@@ -12,6 +12,7 @@ from thor_core.stats import (
     chi_square_2x2,
     mcnemar_exact,
     paired_outcomes,
+    trend_test,
     wilson_interval,
 )
 
@@ -69,3 +70,28 @@ def test_chi_square_2x2_by_hand():
     assert chi_square_2x2(5, 5, 0, 0) is None  # an empty row: undefined
     with pytest.raises(ValueError):
         chi_square_2x2(-1, 2, 3, 4)
+
+
+def test_trend_test_by_hand():
+    # 1/4, 2/4, 3/4 at steps 1, 2, 3: p = 1/2, T = 1(1-2) + 2(2-2) + 3(3-2) = 2,
+    # Var = 1/4 * (4 + 16 + 36 - 24^2 / 12) = 1/4 * 8 = 2, z = 2 / sqrt(2) = sqrt(2)
+    result = trend_test([1, 2, 3], [4, 4, 4])
+    assert result["z"] == pytest.approx(math.sqrt(2))
+    assert result["p_rising"] == pytest.approx(0.5 * math.erfc(1.0))  # P(Z >= sqrt 2) = erfc(1) / 2
+    assert result["p_two_sided"] == pytest.approx(math.erfc(1.0))
+    assert result["rate"] == 0.5 and result["n"] == 12 and result["rates"] == [0.25, 0.5, 0.75]
+    falling = trend_test([3, 2, 1], [4, 4, 4])
+    assert falling["z"] == pytest.approx(-math.sqrt(2)) and falling["p_rising"] > 0.9
+    # scores shift-invariant, scale-invariant in z; an empty group drops out
+    assert trend_test([1, 2, 3], [4, 4, 4], [10, 20, 30])["z"] == pytest.approx(math.sqrt(2))
+    assert trend_test([1, 0, 2, 3], [4, 0, 4, 4], [1, 1.5, 2, 3])["z"] == pytest.approx(math.sqrt(2))
+
+
+def test_trend_test_without_variance_and_bad_input():
+    assert trend_test([4, 4], [4, 4])["z"] is None  # every trial a success
+    assert trend_test([1, 2], [4, 4], [1, 1])["z"] is None  # one score
+    assert trend_test([], [])["rate"] is None
+    with pytest.raises(ValueError, match="successes <= trials"):
+        trend_test([5], [4])
+    with pytest.raises(ValueError, match="one value per group"):
+        trend_test([1, 2], [4])

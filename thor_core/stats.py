@@ -17,7 +17,15 @@ its p-value from the chi-square(1) survival function
 ``wilson_interval`` gives the Wilson score interval of a binomial proportion
 (95% by default), which stays inside [0, 1] and behaves at 0 and n successes.
 
-Not covered: the mid-p or continuity-corrected chi-square variants, other
+``trend_test``: the Cochran-Armitage test for a linear trend in proportions
+over ordered groups (a rate per training step: "does the step-level pass rate
+rise over training?"). With ``x_i`` successes of ``n_i`` at score ``t_i``
+(the step), ``p = sum x / sum n``, ``T = sum t_i (x_i - n_i p)`` and
+``Var T = p (1 - p) (sum n_i t_i^2 - (sum n_i t_i)^2 / N)``; ``z = T / sqrt(Var T)``
+is standard normal under "no trend". It uses every step, where a first-half /
+second-half comparison throws away the order inside each half.
+
+Not covered: the mid-p or continuity-corrected chi-square variants, exact trend tests, other
 interval methods (Clopper-Pearson, bootstrap), or clustering (several samples
 of one question are treated as independent pairs; with k > 1 samples per
 question the p-value is optimistic, and the Wilson interval too narrow).
@@ -26,7 +34,7 @@ question the p-value is optimistic, and the Wilson interval too narrow).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 
@@ -113,3 +121,48 @@ def chi_square_2x2(a: int, b: int, c: int, d: int, yates: bool = False) -> tuple
         diff = max(0.0, diff - n / 2)
     chi2 = n * diff**2 / margins
     return chi2, chi2_sf_df1(chi2)
+
+
+def normal_sf(z: float) -> float:
+    """P(Z >= z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def trend_test(
+    successes: Sequence[int], trials: Sequence[int], scores: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Cochran-Armitage trend test of ``successes[i]`` out of ``trials[i]`` at ``scores[i]`` (default 1, 2, ...).
+
+    Returns ``z`` (> 0: rising), ``p_rising`` (one-sided, P(Z >= z)), ``p_two_sided``, the pooled ``rate``,
+    ``n`` and the per-group ``rates``; ``z`` and the p-values are None when there is no variance (all groups
+    empty or at one score, or every trial a success or every one a failure). Groups with 0 trials drop out.
+    """
+    if len(successes) != len(trials) or (scores is not None and len(scores) != len(trials)):
+        raise ValueError(
+            f"successes, trials and scores need one value per group, got "
+            f"{len(successes)}, {len(trials)}, {None if scores is None else len(scores)}"
+        )
+    if any(n < 0 or not 0 <= x <= n for x, n in zip(successes, trials)):
+        raise ValueError(f"need 0 <= successes <= trials per group, got {list(zip(successes, trials))}")
+    ts = list(scores) if scores is not None else list(range(1, len(trials) + 1))
+    groups = [(x, n, t) for x, n, t in zip(successes, trials, ts) if n > 0]
+    big_n = sum(n for _, n, _ in groups)
+    total = sum(x for x, _, _ in groups)
+    out: dict[str, Any] = {
+        "z": None,
+        "p_rising": None,
+        "p_two_sided": None,
+        "n": big_n,
+        "rate": total / big_n if big_n else None,
+        "rates": [x / n for x, n, _ in groups],
+    }
+    if not big_n:
+        return out
+    p = total / big_n
+    t_stat = sum(t * (x - n * p) for x, n, t in groups)
+    spread = sum(n * t * t for _, n, t in groups) - sum(n * t for _, n, t in groups) ** 2 / big_n
+    variance = p * (1 - p) * spread
+    if variance <= 1e-12:
+        return out
+    z = t_stat / math.sqrt(variance)
+    return {**out, "z": z, "p_rising": normal_sf(z), "p_two_sided": min(1.0, 2 * normal_sf(abs(z)))}

@@ -9,6 +9,10 @@
   ``before_after.json``.
 - ``plot_curves``: reward, accuracy, tool success and step-level pass rate
   per step from ``metrics.jsonl`` (PNG and PDF).
+- ``metrics_table``: the per-step numbers as a Markdown table.
+- ``trends`` / ``trends_table``: does the episode reward or the step-level
+  pass rate rise over training? A Cochran-Armitage trend test over all steps
+  (``thor_core.stats.trend_test``), from the counts in ``metrics.jsonl``.
 - ``episode_with_regenerations``: a rollout of a saved step and its
   step-level continuations, for ``thor_core.viewer``; ``write_viewer``
   the run's ``trajectories.html``.
@@ -113,6 +117,61 @@ def plot_curves(out_dir: str | os.PathLike) -> Path:
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".pdf"))
     return path
+
+
+# the per-step columns notebook 03 shows (every number is in metrics.jsonl)
+TABLE_KEYS = ("step", "reward", "accuracy", "tool_success", "step_pass_rate", "rows", "rows_step", "loss", "entropy",
+              "clip_frac", "logprob_diff_abs", "grad_norm", "time/rollout_s", "time/update_s", "time/step_s")  # fmt: skip
+
+
+def metrics_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per step, ``TABLE_KEYS`` (floats to 3 significant digits; '-' where a step has none)."""
+
+    def cell(value) -> str:
+        return f"{value:.3g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+    lines = ["| " + " | ".join(TABLE_KEYS) + " |", "|" + "---|" * len(TABLE_KEYS)]
+    lines += ["| " + " | ".join(cell(r.get(k)) for k in TABLE_KEYS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# (rate key, trials key, what it is): the rates per step that trends() tests, with their counts per step
+TRENDS = (("reward", "episode_rollouts", "episode reward (training questions)"),
+          ("step_pass_rate", "step_rollouts", "step-level pass rate"))  # fmt: skip
+
+
+def trends(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each of ``TRENDS``: successes / trials per step (rate x trials, rounded) and the trend test over steps."""
+    from thor_core.stats import trend_test
+
+    out = []
+    for key, trials_key, label in TRENDS:
+        steps = [r for r in rows if r.get(trials_key)]
+        trials = [int(r[trials_key]) for r in steps]
+        successes = [round(r[key] * n) for r, n in zip(steps, trials)]
+        test = trend_test(successes, trials, [r["step"] for r in steps])
+        out.append({"metric": label, "successes": successes, "trials": trials, **test})
+    return out
+
+
+def _share(successes: list[int], trials: list[int]) -> str:
+    return f"{sum(successes)}/{sum(trials)}" if sum(trials) else "-"
+
+
+def trends_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per metric, the pooled rate, the first and last third of the steps, z and the one-sided p of a rise."""
+    lines = ["| over training | pooled | first third of steps | last third | trend z | p (rising) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for t in trends(rows):
+        third = max(1, len(t["trials"]) // 3)
+        z = "-" if t["z"] is None else f"{t['z']:+.2f}"
+        p = "-" if t["p_rising"] is None else f"{t['p_rising']:.3g}"
+        lines.append(
+            f"| {t['metric']} | {_share(t['successes'], t['trials'])} "
+            f"| {_share(t['successes'][:third], t['trials'][:third])} "
+            f"| {_share(t['successes'][-third:], t['trials'][-third:])} | {z} | {p} |"
+        )
+    return "\n".join(lines)
 
 
 def saved_steps(out_dir: str | os.PathLike) -> list[int]:
