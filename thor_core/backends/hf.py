@@ -16,7 +16,10 @@ computes exactly what the same tokens would compute without them.
 
 Covered: full-attention decoder models (Qwen2, Llama, ...), sampling with
 temperature/top-p/top-k and per-request seeds, raw log-probs of sampled tokens,
-stop strings, weight loading between calls. Not covered: sliding-window or
+stop strings, weight loading between calls; the model on the GPU when torch
+sees one (``from_model_name``'s device 'auto'; sampling itself runs on the CPU
+from each step's logits with per-row CPU generators, so a seed gives the same
+draws from the same logits on either device). Not covered: sliding-window or
 hybrid caches (refused with a clear error), beam search.
 """
 
@@ -85,10 +88,13 @@ class HFBackend(BatchingBackend):
         super().__init__()
 
     @classmethod
-    def from_model_name(cls, name: str, dtype: str = "float32", max_batch: int = 16) -> HFBackend:
+    def from_model_name(cls, name: str, dtype: str = "float32", max_batch: int = 16, device: str = "auto") -> HFBackend:
+        """``device``: 'auto' is the GPU where torch sees one (CUDA), else the CPU; or any torch device name."""
         from thor_core.models import load_model_and_tokenizer
 
-        model, tokenizer = load_model_and_tokenizer(name, dtype=dtype)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tokenizer = load_model_and_tokenizer(name, dtype=dtype, device=device)
         return cls(model, tokenizer, max_batch=max_batch)
 
     # -- public extras ---------------------------------------------------
