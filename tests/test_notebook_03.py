@@ -43,6 +43,8 @@ def test_papermill_with_the_notebooks_defaults(outputs):
     text = "".join(o.get("text", "") for o in outputs)
     assert "step 2/2" in text and "eta" in text  # plain progress lines
     assert "IProgress" not in text and "TqdmWarning" not in text
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "| step-level pass rate |" in markdown and "p (rising)" in markdown  # the trend table under the curves
     run = tmp_path / "outputs" / "adhoc" / "03_rl"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
@@ -68,7 +70,8 @@ def test_papermill_with_the_notebooks_defaults(outputs):
 @pytest.mark.parametrize(
     "profile",
     ["smoke", "cpu", "cpu-full", "gpu-1.5b", "gpu-7b"]
-    + [f"{p}/03_rl-{m}" for p in ("cpu", "cpu-full") for m in ("episode", "cot")],
+    + [f"{p}/03_rl-{m}" for p in ("cpu", "cpu-full") for m in ("episode", "cot")]
+    + ["cpu/03_rl-study"],
 )
 def test_every_profile_is_valid_for_the_notebook_and_the_cli(profile):
     path = REPO_ROOT / "params" / (f"{profile}.yaml" if "/" in profile else f"{profile}/03_rl.yaml")
