@@ -414,3 +414,25 @@ def test_reports_and_figures(tmp_path):
     assert set(json.loads((tmp_path / "summary.json").read_text())) == {"tir", "tir-sc"}
     picked = pick_examples(hand_made(), 3)
     assert len(picked) == 3 and picked[0].correct and not picked[1].correct and picked[1].corrections
+
+
+def test_resume_refuses_records_of_other_weights(tokenizer, tmp_path):
+    """A checkpoint retrained in place (RL extended with more steps, say) must not inherit the old records."""
+    problems = load_benchmark("aime24", limit=1)
+    backend = ScriptedBackend(tokenizer, answer_by_question(problems))
+    weights = tmp_path / "final"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"step 12")
+
+    def run(out, model):
+        return evaluate(backend, None, ["aime24"], 1, "cot", False, RolloutConfig(max_new_tokens=64), out,
+                        limit=1, grader=CountingGrader(), progress=False, model=model)  # fmt: skip
+
+    run(tmp_path / "eval", str(weights))
+    assert run(tmp_path / "eval", str(weights)).summary["resumed"] == 1  # the same weights: resumed
+    (weights / "model.safetensors").write_bytes(b"the weights after step 20")
+    with pytest.raises(ValueError, match="model_sha256"):
+        run(tmp_path / "eval", str(weights))
+    # records written before the model was recorded (or by a caller that names none) still resume
+    run(tmp_path / "old", None)
+    assert run(tmp_path / "old", str(weights)).summary["resumed"] == 1

@@ -60,3 +60,12 @@ def test_machine():
         assert m["cpu_model"] and set(m["cpu_flags"]) <= set(provenance._SPEED_FLAGS)
         flags = Path("/proc/cpuinfo").read_text()
         assert ("avx2" in flags.split()) == ("avx2" in m["cpu_flags"])
+
+
+def test_model_fingerprint_follows_the_weights(tmp_path):
+    folder = _model(tmp_path / "final", b"weights")
+    first = provenance.model_fingerprint(str(folder))
+    assert first == model_hash(folder)["sha256"]
+    (folder / "model.safetensors").write_bytes(b"other weights")
+    assert provenance.model_fingerprint(str(folder)) != first
+    assert provenance.model_fingerprint("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"  # a hub id: its id

@@ -8,7 +8,9 @@ Covered:
   rollouts) and appended to ``out_dir/records-<tag>.jsonl``. A killed run
   resumes where it stopped: tasks whose (question_id, sample) is already in the
   file are neither re-run nor re-graded; a torn last line is dropped. Resuming
-  with a different ``RolloutConfig`` or mode is refused (``config-<tag>.json``).
+  with a different ``RolloutConfig`` or mode is refused (``config-<tag>.json``), and so is
+  resuming with other weights when the caller names the model (``model``: its safetensors hash is
+  recorded, so an RL or SFT checkpoint retrained in place is not mixed with the old one's records).
 - ``run_resumable`` and ``finish_run``: that resumable loop and the summary
   files (``summary-<tag>.json`` / ``.md``), shared with HumanEval
   (``thor_core.eval_code``).
@@ -87,11 +89,17 @@ def load_records(path: str | os.PathLike) -> dict[tuple[str, int], Trajectory]:
     return records
 
 
+MODEL_KEY = "model_sha256"  # in config-<tag>.json: the weights the records came from (when the caller named them)
+
+
 def check_config(path: Path, config: dict[str, Any]) -> None:
     """Write ``config`` beside the records, or refuse if an earlier run used another one."""
     config = json.loads(json.dumps(config, default=str))
     if path.exists():
         old, new = _flatten(json.loads(path.read_text())), _flatten(config)
+        if MODEL_KEY not in old or MODEL_KEY not in new:  # records from before the key, or a caller without it
+            old.pop(MODEL_KEY, None)
+            new.pop(MODEL_KEY, None)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             raise ValueError(
@@ -201,12 +209,15 @@ def evaluate(
     grader=None,
     progress: bool = True,
     problems: dict[str, Sequence[Problem]] | None = None,
+    model: str | None = None,
 ) -> EvalResult:
     """Sample ``k`` rollouts per problem of each benchmark, grade them, write records and summary.
 
     ``problems`` gives the problems of benchmark names that are not loadable
     (e.g. ``{"heldout": generate_problems(...)}`` with ``benchmarks=["heldout"]``);
-    other names are loaded with ``thor_core.data.load_benchmark``.
+    other names are loaded with ``thor_core.data.load_benchmark``. ``model``: the name or folder the
+    backend was made from; its weights' hash goes into ``config-<tag>.json``, so resuming the records with
+    other weights is refused (``thor_core.provenance.model_fingerprint``).
 
     ``cfg`` gives limits and sampling; ``mode`` and ``self_correction`` override
     its ``tools`` and ``self_correction``. ``grader`` is anything with
@@ -234,6 +245,10 @@ def evaluate(
             task.metadata["benchmark"] = name
             tasks.append(task)
     config = {"mode": mode, "self_correction": self_correction, "rollout": dataclasses.asdict(cfg)}
+    if model is not None:
+        from thor_core.provenance import model_fingerprint
+
+        config[MODEL_KEY] = model_fingerprint(model)
     records, run = run_resumable(backend, sandbox, tasks, cfg, out_dir, tag, math_grader(grader), config, progress)
     summary = {
         **run,
@@ -294,10 +309,21 @@ def main(argv: list[str] | None = None) -> int:
                     args.out_dir,
                     args.limit,
                     args.best_of_n,
+                    model=args.model,
                 )
         else:
             result = evaluate(
-                backend, None, args.benchmarks, args.k, "cot", False, cfg, args.out_dir, args.limit, args.best_of_n
+                backend,
+                None,
+                args.benchmarks,
+                args.k,
+                "cot",
+                False,
+                cfg,
+                args.out_dir,
+                args.limit,
+                args.best_of_n,
+                model=args.model,
             )
     print(benchmark_table(result.summary))
     print(f"records: {result.records_path}\nsummary: {result.markdown_path}")

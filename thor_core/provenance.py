@@ -48,6 +48,13 @@ def _model_entry(name: str) -> dict[str, Any]:
     return {"name": name, "path": digest["path"], "sha256": digest["sha256"]}
 
 
+def model_fingerprint(name: str) -> str:
+    """What identifies the weights ``name`` gives: the sha256 of its safetensors (local folder or embedded
+    model, cached), else the hub id or the name as given (a hub model is identified by its id only)."""
+    entry = _model_entry(name)
+    return entry.get("sha256") or entry.get("hub_id") or name
+
+
 def dataset_hash(folder: str | os.PathLike) -> dict[str, Any]:
     """sha256 over a saved dataset's ``*.arrow`` files (name and content; ``state.json``'s fingerprint is left out,
     as it differs between identical saves)."""

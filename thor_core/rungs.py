@@ -208,7 +208,8 @@ def evaluate_rungs(p: RungsParams, out_dir: str | os.PathLike, sandbox, grader=N
             for mode, sc in p.variants(rung):
                 r = evaluation.evaluate(backend, sandbox if mode == "tir" else None, p.benchmarks, p.k, mode, sc,
                                         p.rollout_config(), out_dir / rung, limit=p.limit, best_of_n=p.curve_n(),
-                                        grader=grader, progress=progress, problems=p.problems())  # fmt: skip
+                                        grader=grader, progress=progress, problems=p.problems(),
+                                        model=local_model(step["model"]))  # fmt: skip
                 results.setdefault(rung, {})[r.tag] = r
                 s = r.summary
                 print(f"  {rung} {r.tag}: Avg@{p.k} {_pct(s['overall']['avg@k'])}% over {s['overall']['samples']} "

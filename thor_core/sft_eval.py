@@ -199,6 +199,7 @@ def compare_models(
                 problems={"heldout": problems},
                 grader=grader,
                 progress=False,
+                model=model,
             )
         results[tag], walls[tag] = result.records, round(time.monotonic() - t0, 1)
     first, second = models
