@@ -3,7 +3,7 @@
 The defaults are smoke-sized: the real embedded Qwen model (notebook 02's
 checkpoint when it exists, else the embedded model with a printed note), the
 real engine (vLLM where installed) and sandbox, two RL steps, the viewer, the
-held-out before/after check. ``THOR_OUTPUTS`` keeps the run folder in tmp.
+held-out before/after check and the held-out step-level check. ``THOR_OUTPUTS`` keeps the run folder in tmp.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 import nbformat
 import pytest
 
+from thor_core.record import read_jsonl
 from thor_core.rl.config import load_params
 from thor_core.rl.report import NotebookParams
 from thor_core.runs import REPO_ROOT
@@ -55,6 +56,16 @@ def test_papermill_with_the_notebooks_defaults(outputs):
     assert "<details" in html and "<script" not in html
     check = json.loads((run / "before_after.json").read_text())
     assert check["heldout"]["n"] == 4 and check["after"]["n"] == 4 and check["before"]["n"] == 4
+    # the held-out step-level check: the start model's failed calls, continued by both models (or said skipped)
+    start_answers = read_jsonl(next((run / "eval-start").glob("records-*.jsonl")))
+    failed = sum(any(not c.success for c in r.tool_calls) for r in start_answers)
+    if failed:
+        step_check = json.loads((run / "step_check.json").read_text())
+        assert step_check["prefixes"]["n"] == min(failed, 4)  # step_check_n = 4, the first failed call per answer
+        assert step_check["rates"]["rl"]["n"] == step_check["rates"]["start"]["n"] == 2 * step_check["prefixes"]["n"]
+        assert "| prefixes (" in markdown
+    else:
+        assert "skipped: thor mode" in text and not (run / "step_check.json").exists()
     summary = json.loads((run / "rl_summary.json").read_text())
     assert summary["steps"] == 2 and summary["mode"] == "thor"
     # THOR_OUTPUTS holds no notebook 02 run (as on a fresh clone): the fallback, said plainly

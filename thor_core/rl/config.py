@@ -157,5 +157,5 @@ def load_params(config: str | os.PathLike | None = None, overrides: dict[str, An
 # keys of notebook 03's profiles that only the notebook reads (thor_core.rl.report.NotebookParams)
 _NOTEBOOK_ONLY = {
     "heldout_n", "heldout_seed", "eval_k", "eval_temperature", "eval_max_new_tokens", "eval_max_tool_rounds",
-    "eval_seed", "show_trajectories", "run_dir", "fallback_model",
+    "eval_seed", "show_trajectories", "run_dir", "fallback_model", "step_check_n", "step_check_k",
 }  # fmt: skip

@@ -7,6 +7,8 @@
   procedural problems (notebook 02's set: same seed, none of the RL
   questions), same rollout seeds, paired exact McNemar tests; written to
   ``before_after.json``.
+- ``step_check``: the step-level pass rate of both models on the failed
+  calls of the start model's held-out answers (``thor_core.rl.step_check``).
 - ``plot_curves``: reward, accuracy, tool success and step-level pass rate
   per step from ``metrics.jsonl`` (PNG and PDF).
 - ``metrics_table``: the per-step numbers as a Markdown table.
@@ -31,6 +33,7 @@ from typing import Any
 from thor_core.record import Trajectory, read_jsonl
 from thor_core.rl.config import RLParams
 from thor_core.rl.run import read_metrics
+from thor_core.rl.step_check import step_check_table  # noqa: F401 (notebook 03 shows it)
 from thor_core.runs import repo_path
 from thor_core.sft_eval import before_after_table as sft_before_after_table
 from thor_core.sft_eval import check_rollout_config, compare_models
@@ -54,6 +57,10 @@ class NotebookParams(RLParams):
     eval_max_new_tokens: int = field(default=768, metadata={"help": "completion budget of the check"})
     eval_max_tool_rounds: int = field(default=4, metadata={"help": "code calls per answer in the check"})
     eval_seed: int = field(default=0, metadata={"help": "rollout seed of the check, the same for both models"})
+    step_check_n: int = field(
+        default=16, metadata={"help": "held-out step-level check: failed calls of the start model's answers (0: skip)"}
+    )
+    step_check_k: int = field(default=4, metadata={"help": "continuations per prefix in the step-level check"})
     show_trajectories: int = field(default=2, metadata={"help": "rollouts shown before and after"})
     run_dir: str | None = field(default=None, metadata={"help": "run folder (run_notebook sets it)"})
     output_dir: str | None = field(default=None, metadata={"help": "run folder (null: outputs/adhoc/03_rl)"})
@@ -97,6 +104,15 @@ def before_after(p: NotebookParams, out_dir, start: str, final: str, sandbox, gr
 
 def before_after_table(report: dict[str, Any]) -> str:
     return sft_before_after_table(report, labels=("start", "RL"))
+
+
+def step_check(p: NotebookParams, out_dir, check: dict[str, Any], sandbox) -> dict[str, Any] | None:
+    """``step_check.step_check`` on the before/after check's models and the start model's answers."""
+    from thor_core.rl import step_check as sc
+
+    models = dict(check["models"])
+    start_answers = check["records"][next(iter(models))]
+    return sc.step_check(p, models, start_answers, out_dir, sandbox, p.step_check_n, p.step_check_k, p.eval_seed)
 
 
 def plot_curves(out_dir: str | os.PathLike) -> Path:
