@@ -192,3 +192,37 @@ def test_real_model_solves_arithmetic_with_code(sandbox, kind):
     assert with_code, [r.completion_text for r in records]
     correct = [r for r, p in zip(records, problems) if r.final_answer and answers_equivalent(p.answer, r.final_answer)]
     assert correct, [r.completion_text for r in records]
+
+
+class _CountingSandbox:
+    """The real sandbox, counting the sessions open at once (each is a worker process)."""
+
+    def __init__(self, sandbox):
+        self.sandbox, self.open, self.most = sandbox, 0, 0
+
+    def health_check(self):
+        self.sandbox.health_check()
+
+    def session(self):
+        counter, session = self, self.sandbox.session()
+        counter.open += 1
+        counter.most = max(counter.most, counter.open)
+        close = session.close
+
+        def closing():
+            counter.open -= 1
+            close()
+
+        session.close = closing
+        return session
+
+
+@pytest.mark.parametrize("cap, most", [(None, 6), (2, 2)])
+def test_max_in_flight_bounds_the_open_sandbox_sessions(qwen_tokenizer, sandbox, cap, most):
+    counting = _CountingSandbox(sandbox)
+    tasks = [task_for(qwen_tokenizer, question=f"What is 6*{i}?") for i in range(6)]
+    backend = ScriptedBackend(qwen_tokenizer, two_step_policy)
+    records = run_rollouts(backend, counting, tasks, RolloutConfig(), progress=False, max_in_flight=cap)
+    assert counting.most == most and counting.open == 0
+    assert [r.question for r in records] == [t.question for t in tasks]  # task order kept
+    assert all(r.final_answer == "42" and r.tool_calls[0].success for r in records)

@@ -25,6 +25,7 @@ Not covered: grading (``thor_core.grading``) and best-of-N selection
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 import uuid
@@ -307,17 +308,29 @@ def _answered(text: str) -> bool:
     return tir.last_boxed(text) is not None and not tir.in_open_code_block(text)
 
 
+# Trajectories open at once by default. Each holds a sandbox session (a worker process) from its start to its
+# end, so an uncapped 2,000-answer evaluation would hold 2,000 workers (200 answers at once were ~630 processes
+# and 6-8 GB on the cpu machine, docs/RL.md); 256 still fills a large engine batch.
+MAX_IN_FLIGHT = 256
+
+
 async def rollout_many(
     backend: Backend,
     sandbox,
     tasks: Sequence[RolloutTask],
     cfg: RolloutConfig,
     on_done: Callable[[int, Trajectory], None] | None = None,
+    max_in_flight: int | None = MAX_IN_FLIGHT,
 ) -> list[Trajectory]:
-    """All ``tasks`` concurrently; results in task order. ``on_done(i, record)`` fires as each finishes."""
+    """All ``tasks``, at most ``max_in_flight`` open at once (None: all); results in task order.
+
+    ``on_done(i, record)`` fires as each finishes.
+    """
+    gate = asyncio.Semaphore(max_in_flight) if max_in_flight else contextlib.nullcontext()
 
     async def one(i: int, task: RolloutTask) -> Trajectory:
-        record = await rollout_one(backend, sandbox, task, cfg)
+        async with gate:
+            record = await rollout_one(backend, sandbox, task, cfg)
         if on_done is not None:
             on_done(i, record)
         return record
@@ -332,6 +345,7 @@ def run_rollouts(
     cfg: RolloutConfig,
     progress: bool = True,
     on_done: Callable[[int, Trajectory], None] | None = None,
+    max_in_flight: int | None = MAX_IN_FLIGHT,
 ) -> list[Trajectory]:
     """Blocking wrapper of ``rollout_many`` that also works inside Jupyter's running event loop.
 
@@ -350,7 +364,7 @@ def run_rollouts(
             on_done(i, record)
 
     try:
-        return _run_coroutine(rollout_many(backend, sandbox, tasks, cfg, done))
+        return _run_coroutine(rollout_many(backend, sandbox, tasks, cfg, done, max_in_flight))
     finally:
         bar.close()
 
