@@ -6,7 +6,8 @@ failing code (a step-level prefix), right with code. A step-level
 continuation alternates a working and a failing code block. So every episode
 group and every step-level group has reward spread, and the real model's
 update runs on every step. Run as a script (``accelerate launch``) it trains
-one run from a JSON file of RLParams overrides.
+one run from a JSON file of RLParams overrides. ``trajectory_from_pieces`` builds a hand-made record
+(policy text, code blocks that ran or failed, inserted outputs) for the batch and step-check tests.
 """
 
 from __future__ import annotations
@@ -17,9 +18,33 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from thor_core import tir
 from thor_core.backends.scripted import ScriptedBackend
+from thor_core.record import ToolCall, Trajectory
 
 MODEL = "embedded:smollm2-135m-instruct"
+
+
+def trajectory_from_pieces(tok, pieces, **fields) -> Trajectory:
+    """A trajectory from (text, kind) pieces: kind 'policy', 'ok' / 'fail' (a code block) or 'output' (inserted).
+
+    ``fields`` override the defaults (question "Q?", gold "7", prompt [1, 2, 3], log-probs -0.5, the boxed answer).
+    """
+    ids, mask, calls, code = [], [], [], None
+    for text, kind in pieces:
+        new = tok.encode(text, add_special_tokens=False)
+        start = len(ids)
+        ids += new
+        mask += [0 if kind == "output" else 1] * len(new)
+        if kind in ("ok", "fail"):
+            code = (start, len(ids), kind == "ok", text)
+        if kind == "output":
+            s, e, ok, src = code
+            calls.append(ToolCall(src, ok, text, (s, e), (start, len(ids))))
+    text = tok.decode(ids)
+    defaults = {"question_id": "q", "question": "Q?", "gold_answer": "7", "prompt_ids": [1, 2, 3],
+                "logprobs": [-0.5] * len(ids), "final_answer": tir.last_boxed(text)}  # fmt: skip
+    return Trajectory(**{**defaults, **fields}, completion_ids=ids, mask=mask, tool_calls=calls, completion_text=text)
 
 
 def write_problems(path: Path, n: int = 8) -> Path:

@@ -4,29 +4,18 @@ import random
 
 import pytest
 import torch
+from rl_scripted import trajectory_from_pieces
 
-from thor_core import tir
-from thor_core.record import ToolCall, Trajectory
 from thor_core.rl import batch as rb
 from thor_core.rl.config import RLParams
 
 
 def _record(tok, pieces, qid="q", group="e/0/0", sample=0, answer=None):
-    """A trajectory from (text, kind) pieces: kind 'policy', 'code' (ok/fail) or 'output' (inserted)."""
-    ids, mask, calls, code = [], [], [], None
-    for text, kind in pieces:
-        new = tok.encode(text, add_special_tokens=False)
-        start = len(ids)
-        ids += new
-        mask += [0 if kind == "output" else 1] * len(new)
-        if kind in ("ok", "fail"):
-            code = (start, len(ids), kind == "ok", text)
-        if kind == "output":
-            s, e, ok, src = code
-            calls.append(ToolCall(src, ok, text, (s, e), (start, len(ids))))
-    text = tok.decode(ids)
-    return Trajectory(qid, "Q?", "7", [1, 2, 3], ids, mask, [-0.5] * len(ids), calls, completion_text=text,
-                      final_answer=answer or tir.last_boxed(text), metadata={"group": group, "sample": sample})  # fmt: skip
+    """A trajectory from (text, kind) pieces (``rl_scripted.trajectory_from_pieces``) in episode group ``group``."""
+    record = trajectory_from_pieces(tok, pieces, question_id=qid, metadata={"group": group, "sample": sample})
+    if answer:
+        record.final_answer = answer
+    return record
 
 
 @pytest.fixture

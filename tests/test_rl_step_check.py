@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from rl_scripted import trajectory_from_pieces
 
 from thor_core.record import ToolCall, Trajectory
 from thor_core.rl import step_check as sc
@@ -11,21 +12,10 @@ from thor_core.stats import mcnemar_exact
 
 
 def _answer(tok, pieces, qid="q", sample=0):
-    """A held-out answer from (text, kind) pieces: kind 'policy', 'ok' / 'fail' (a code block) or 'output'."""
-    ids, mask, calls, code = [], [], [], None
-    for text, kind in pieces:
-        new = tok.encode(text, add_special_tokens=False)
-        start = len(ids)
-        ids += new
-        mask += [0 if kind == "output" else 1] * len(new)
-        if kind in ("ok", "fail"):
-            code = (start, len(ids), kind == "ok", text)
-        if kind == "output":
-            s, e, ok, src = code
-            calls.append(ToolCall(src, ok, text, (s, e), (start, len(ids))))
+    """A held-out answer from (text, kind) pieces (``rl_scripted.trajectory_from_pieces``)."""
     prompt = tok.encode("Compute 6 * 7 with Python and box the answer.\n", add_special_tokens=False)
-    return Trajectory(qid, "Compute 6 * 7.", "42", prompt, ids, mask, None, calls,
-                      completion_text=tok.decode(ids), metadata={"sample": sample})  # fmt: skip
+    return trajectory_from_pieces(tok, pieces, question_id=qid, question="Compute 6 * 7.", gold_answer="42",
+                                  prompt_ids=prompt, logprobs=None, final_answer=None, metadata={"sample": sample})  # fmt: skip
 
 
 def _answers(tok):

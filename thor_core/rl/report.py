@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from thor_core.record import Trajectory, read_jsonl
+from thor_core.rl import step_check as sc
 from thor_core.rl.config import RLParams
 from thor_core.rl.run import read_metrics
 from thor_core.rl.step_check import step_check_table  # noqa: F401 (notebook 03 shows it)
@@ -108,8 +109,6 @@ def before_after_table(report: dict[str, Any]) -> str:
 
 def step_check(p: NotebookParams, out_dir, check: dict[str, Any], sandbox) -> dict[str, Any] | None:
     """``step_check.step_check`` on the before/after check's models and the start model's answers."""
-    from thor_core.rl import step_check as sc
-
     models = dict(check["models"])
     start_answers = check["records"][next(iter(models))]
     return sc.step_check(p, models, start_answers, out_dir, sandbox, p.step_check_n, p.step_check_k, p.eval_seed)
