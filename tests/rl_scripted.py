@@ -37,7 +37,7 @@ def trajectory_from_pieces(tok, pieces, **fields) -> Trajectory:
         ids += new
         mask += [0 if kind == "output" else 1] * len(new)
         if kind in ("ok", "fail"):
-            code = (start, len(ids), kind == "ok", text)
+            code = (start, len(ids), kind == "ok", tir.code_blocks(text)[0])  # the code, as the engine records it
         if kind == "output":
             s, e, ok, src = code
             calls.append(ToolCall(src, ok, text, (s, e), (start, len(ids))))

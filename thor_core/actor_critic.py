@@ -181,7 +181,7 @@ async def _fresh_session(sandbox, old, calls: list[ToolCall], timeout_s: float |
     """A new session holding the state of the accepted calls (a failed critic attempt may have changed it)."""
     await asyncio.to_thread(old.close)
     session = await asyncio.to_thread(sandbox.session)
-    await replay_calls(session, calls, timeout_s)
+    await asyncio.to_thread(replay_calls, session, calls, timeout_s)
     return session
 
 

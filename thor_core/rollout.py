@@ -193,7 +193,7 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
     limit = cfg.max_new_tokens if task.max_new_tokens is None else len(b.ids) + task.max_new_tokens
     try:
         if own_session:
-            await replay_calls(session, b.calls, cfg.code_timeout_s)  # rebuild the prefix's sandbox state
+            await asyncio.to_thread(replay_calls, session, b.calls, cfg.code_timeout_s)  # the prefix's state
         while not finish:
             budget = limit - len(b.ids)
             if budget <= 0:
@@ -297,11 +297,11 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
     )
 
 
-async def replay_calls(session, calls: Sequence[ToolCall], timeout_s: float | None) -> None:
-    """Run the successful ``calls`` again, in order, to give a new session their state."""
+def replay_calls(session, calls: Sequence[ToolCall], timeout_s: float | None) -> None:
+    """Run the successful ``calls`` again, in order, to give a new session their state (blocking)."""
     for call in calls:
         if call.success:
-            await asyncio.to_thread(session.run, call.code, timeout_s)
+            session.run(call.code, timeout_s)
 
 
 def _answered(text: str) -> bool:

@@ -57,7 +57,10 @@ class RLParams:
     max_tool_rounds: int = _f(5, "code calls per rollout (authors: 5)")
     stop_at_failed_call: bool = _f(True, "the authors' training shortcut: a rollout ends at its first failed call")
     code_timeout_s: float | None = _f(None, "per code call (null: the sandbox default)")
-    infra_failure_limit: float = _f(0.5, "stop when more than this share of a step's calls hit sandbox errors/timeouts")
+    infra_failure_limit: float = _f(
+        0.5,
+        "stop when the sandbox's own timeouts exceed this share of a step's calls (timed-out calls re-run alone to tell)",
+    )
     # -- episode level
     exclude_failed_code: bool = _f(True, "leave rollouts whose code failed out of the episode loss (paper)")
     min_response_tokens: int = _f(0, "drop rollouts with fewer sampled tokens (authors: 150; 0 = off)")
