@@ -69,3 +69,12 @@ def test_model_fingerprint_follows_the_weights(tmp_path):
     (folder / "model.safetensors").write_bytes(b"other weights")
     assert provenance.model_fingerprint(str(folder)) != first
     assert provenance.model_fingerprint("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"  # a hub id: its id
+
+
+def test_bf16_autocast_only_where_the_cpu_has_bf16_instructions(capsys):
+    assert provenance.bf16_autocast(True, "cpu", ["avx2", "avx512f", "avx512_bf16"])
+    assert provenance.bf16_autocast(True, "cpu", ["avx2", "amx_bf16"])
+    assert not provenance.bf16_autocast(False, "cpu", ["avx512_bf16"]) and capsys.readouterr().out == ""
+    assert not provenance.bf16_autocast(True, "cpu", ["avx2", "avx512f"])
+    note = capsys.readouterr().out
+    assert "no bf16 instructions" in note and "uses fp32" in note

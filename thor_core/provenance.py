@@ -110,6 +110,33 @@ def machine() -> dict[str, Any]:
 _SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
+def fast_bf16(device: str, cpu_flags: list[str] | None = None) -> bool:
+    """Whether bf16 autocast is fast on ``device`` ("cuda" or "cpu"; ``cpu_flags``: None reads this machine's).
+
+    A GPU with bf16, or a CPU with bf16 instructions (avx512_bf16 or amx_bf16). Without them torch emulates bf16
+    matmuls on the CPU: on an AVX2-only EPYC a linear layer's forward + backward took ~20x as long as in fp32
+    (benchmarks/cpu_bf16.py, docs/BENCHMARKS.md). Arm CPUs are treated as without.
+    """
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    flags = _cpu_model().get("cpu_flags", []) if cpu_flags is None else cpu_flags
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def bf16_autocast(requested: bool, device: str, cpu_flags: list[str] | None = None) -> bool:
+    """``requested``, unless ``device`` has no fast bf16: then a printed note and False (fp32: faster there, exact)."""
+    if requested and not fast_bf16(device, cpu_flags):
+        print(
+            f"note: bf16 autocast was asked for, but this {device} has no bf16 instructions (avx512_bf16 / amx_bf16): "
+            "torch would emulate them, ~20x slower than fp32 here, so this run uses fp32",
+            flush=True,
+        )
+        return False
+    return requested
+
+
 def _cpu_model() -> dict[str, Any]:
     """``cpu_model`` and ``cpu_flags`` (those of ``_SPEED_FLAGS`` it has) from /proc/cpuinfo, where there is one."""
     try:

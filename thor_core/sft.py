@@ -52,6 +52,7 @@ from typing import Any, Literal
 from thor_core import progress, sft_run
 from thor_core.models import DEFAULT_MODEL
 from thor_core.params import validate_params
+from thor_core.provenance import bf16_autocast
 from thor_core.runs import repo_path, write_json_atomic
 
 IGNORE = -100
@@ -191,7 +192,7 @@ def sft_config(p: SFTParams, n_processes: int | None = None):
         gradient_accumulation_steps=p.global_batch_size // per_step,
         max_length=p.max_length,
         packing=p.packing,
-        bf16=p.bf16,
+        bf16=bf16_autocast(p.bf16, "cuda" if torch.cuda.is_available() else "cpu"),  # fp32 where it would be emulated
         fp16=False,
         # without a GPU transformers refuses bf16 (CPU autocast) unless told it runs on the CPU; the RL trainer's rule
         use_cpu=not torch.cuda.is_available(),

@@ -51,6 +51,7 @@ import torch
 
 from thor_core.backends.base import SamplingParams
 from thor_core.progress import mode as progress_mode
+from thor_core.provenance import bf16_autocast
 from thor_core.rl import batch as rb
 from thor_core.rl import run as rr
 from thor_core.rl.config import RLParams
@@ -97,6 +98,7 @@ class Trainer:
         self.lines = p.progress == "lines" or (p.progress == "auto" and (not progress or progress_mode() == "lines"))
         self.bars = progress and not self.lines  # rollout bars: widgets in JupyterLab, text on a terminal
         self.model_path = rr.resolve_start_model(p.model)
+        self.bf16 = bf16_autocast(p.bf16, self.acc.device.type)  # fp32 where bf16 would be emulated
         self.problems = rr.training_problems(p)
         torch.manual_seed(p.seed)
         model, self.tokenizer = load_policy(self.model_path, p.method, p.lora_r, p.lora_alpha, p.gradient_checkpointing)
@@ -248,7 +250,7 @@ class Trainer:
         with torch.no_grad():
             for chunk in _chunks(rows, self.p.micro_batch_rows):
                 b = self._collate(chunk)
-                logp, _ = token_logprobs(self.model, b, self.p.temperature, bf16=self.p.bf16)
+                logp, _ = token_logprobs(self.model, b, self.p.temperature, bf16=self.bf16)
                 for row, lp in zip(chunk, logp):
                     out[id(row)] = lp[: len(row.record.completion_ids)]
         return out
@@ -280,7 +282,7 @@ class Trainer:
             nw = nll_weights(b["trained"], b["advantages"], lv, nll_totals) * weight
             sync = nullcontext() if i == len(chunks) - 1 else acc.no_sync(self.model)
             with sync:
-                logp, ent = token_logprobs(self.model, b, p.temperature, entropy=True, bf16=p.bf16)
+                logp, ent = token_logprobs(self.model, b, p.temperature, entropy=True, bf16=self.bf16)
                 old_logp = (
                     torch.nn.utils.rnn.pad_sequence([old[id(r)] for r in chunk], batch_first=True)
                     if old is not None
@@ -321,9 +323,9 @@ class Trainer:
     def _ref_logprobs(self, b):
         with torch.no_grad():
             if self.ref is not None:
-                return token_logprobs(self.ref, b, self.p.temperature, bf16=self.p.bf16)[0]
+                return token_logprobs(self.ref, b, self.p.temperature, bf16=self.bf16)[0]
             with self.acc.unwrap_model(self.model).disable_adapter():
-                return token_logprobs(self.model, b, self.p.temperature, bf16=self.p.bf16)[0]
+                return token_logprobs(self.model, b, self.p.temperature, bf16=self.bf16)[0]
 
     def step(self, backend, sandbox, grader) -> tuple[dict[str, float], list]:
         """One RL step (rollouts, update, weight push); returns its metrics and records and advances the step."""
