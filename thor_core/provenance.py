@@ -114,7 +114,7 @@ def fast_bf16(device: str, cpu_flags: list[str] | None = None) -> bool:
     """Whether bf16 autocast is fast on ``device`` ("cuda" or "cpu"; ``cpu_flags``: None reads this machine's).
 
     A GPU with bf16, or a CPU with bf16 instructions (avx512_bf16 or amx_bf16). Without them torch emulates bf16
-    matmuls on the CPU: on an AVX2-only EPYC a linear layer's forward + backward took ~20x as long as in fp32
+    matmuls on the CPU: on an AVX2-only EPYC a linear layer's forward + backward took 20-34x as long as in fp32
     (benchmarks/cpu_bf16.py, docs/BENCHMARKS.md). Arm CPUs are treated as without.
     """
     if device == "cuda":
@@ -130,7 +130,7 @@ def bf16_autocast(requested: bool, device: str, cpu_flags: list[str] | None = No
     if requested and not fast_bf16(device, cpu_flags):
         print(
             f"note: bf16 autocast was asked for, but this {device} has no bf16 instructions (avx512_bf16 / amx_bf16): "
-            "torch would emulate them, ~20x slower than fp32 here, so this run uses fp32",
+            "torch would emulate them, 20-34x slower than fp32 here, so this run uses fp32",
             flush=True,
         )
         return False
