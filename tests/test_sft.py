@@ -216,7 +216,7 @@ def test_sft_config_overrides_trl_defaults():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
 def test_bf16_autocast_is_accepted_on_a_machine_without_a_gpu():
     # transformers refuses bf16 on a CPU-only machine unless use_cpu is set (the cpu profile's SFT runs under it);
-    # a CPU without bf16 instructions gets fp32 instead (provenance.bf16_autocast: emulated bf16 is ~20x slower)
+    # a CPU without bf16 instructions gets fp32 instead (provenance.bf16_autocast: emulated bf16 is 20-34x slower)
     cfg = sft.sft_config(SFTParams(bf16=True), n_processes=1)
     assert cfg.bf16 == provenance.fast_bf16("cpu") and cfg.use_cpu
 
