@@ -5,8 +5,9 @@ Why it exists: the cpu profiles train under bf16 autocast and vLLM's dtype "auto
 which a CPU with bf16 instructions (avx512_bf16, amx_bf16) runs fast and a CPU without them emulates, much
 slower. The trainers check the flags (``thor_core.provenance.bf16_autocast``) and use fp32 there; the vLLM
 backend keeps "auto" (fp32 engines cost far more memory, docs/BENCHMARKS.md) and takes ``dtype="float32"``
-when asked. This measures the two on the machine at hand. Warm-up first, the two orders alternated, medians over repeats; one torch thread by default
-for training, the machine's threads for vLLM (one fresh engine per dtype and repeat, 8 prompts x 128 tokens).
+when asked. This measures the two on the machine at hand. Warm-up first, the two orders alternated, medians
+over repeats; one torch thread by default for training, the machine's threads for vLLM (one fresh engine per
+dtype and repeat, 8 prompts x 128 tokens).
 
     .venv/bin/python benchmarks/cpu_bf16.py --repeats 5
     .venv/bin/python benchmarks/cpu_bf16.py --vllm --repeats 3
