@@ -28,8 +28,11 @@ demo: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	$(PY) -m thor_core.demo --profile smoke
 
+# the machine first (CPU model and the flags that change run times several-fold), the 30 slowest tests last;
+# docs/TESTING.md records both per fresh-clone run
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	@$(PY) -c "from thor_core.provenance import machine; print('machine:', machine())"
+	$(PY) -m pytest -q tests --durations=30
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q tests -m "not model and not notebook and not vllm"

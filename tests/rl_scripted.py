@@ -20,9 +20,10 @@ from pathlib import Path
 
 from thor_core import tir
 from thor_core.backends.scripted import ScriptedBackend
+from thor_core.models import TINY_MODEL
 from thor_core.record import ToolCall, Trajectory
 
-MODEL = "embedded:smollm2-135m-instruct"
+MODEL = TINY_MODEL  # mechanics: the tiny random Qwen
 
 
 def trajectory_from_pieces(tok, pieces, **fields) -> Trajectory:

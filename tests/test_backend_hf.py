@@ -1,4 +1,4 @@
-"""The hf backend computes what plain transformers computes, with rows, holes and all."""
+"""The hf backend computes what plain transformers computes, with rows, holes and all (on the tiny random Qwen: mechanics)."""
 
 import asyncio
 
@@ -25,8 +25,8 @@ def reference(model, ids, n):
 
 
 @pytest.fixture(scope="module")
-def backend(smol):
-    model, tokenizer = smol
+def backend(tiny):
+    model, tokenizer = tiny
     with HFBackend(model, tokenizer, max_batch=3) as b:
         yield b
 
@@ -38,8 +38,8 @@ def gather(*coros):
     return asyncio.run(main())
 
 
-def test_batched_greedy_equals_generate_and_resume_and_backtrack_stay_exact(smol, backend):
-    model, tok = smol
+def test_batched_greedy_equals_generate_and_resume_and_backtrack_stay_exact(tiny, backend):
+    model, tok = tiny
     prompts = [
         chat_ids(tok, p) for p in ("What is 2+2?", "Tell a long story about a dragon and primes.", "List colors.")
     ]
@@ -70,8 +70,8 @@ def test_batched_greedy_equals_generate_and_resume_and_backtrack_stay_exact(smol
         backend.release(key)
 
 
-def test_seeded_sampling_is_reproducible_and_seeds_differ(smol, backend):
-    _, tok = smol
+def test_seeded_sampling_is_reproducible_and_seeds_differ(tiny, backend):
+    _, tok = tiny
     prompt = chat_ids(tok, "Name an animal.")
     sampling = SamplingParams(temperature=1.0, top_p=0.95, top_k=50)
     a, b, c = gather(
@@ -81,8 +81,8 @@ def test_seeded_sampling_is_reproducible_and_seeds_differ(smol, backend):
     assert a.ids != c.ids
 
 
-def test_more_requests_than_rows_all_finish(smol, backend):
-    _, tok = smol
+def test_more_requests_than_rows_all_finish(tiny, backend):
+    _, tok = tiny
     prompt = chat_ids(tok, "Count to five.")
     segs = gather(
         *(
@@ -95,16 +95,16 @@ def test_more_requests_than_rows_all_finish(smol, backend):
         backend.release(f"many{i}")
 
 
-def test_stop_string_ends_the_segment(smol, backend):
-    _, tok = smol
+def test_stop_string_ends_the_segment(tiny, backend):
+    _, tok = tiny
     prompt = chat_ids(tok, "Write a sentence about the sea.")
     [s] = gather(backend.generate(SegmentRequest(ids=prompt, max_new_tokens=40, sampling=GREEDY, stop=(" ",))))
     assert s.finish == "stop" and " " in tok.decode(s.ids)
     assert " " not in tok.decode(s.ids[:-1])
 
 
-def test_load_weights_changes_outputs_and_back(smol):
-    model, tok = smol
+def test_load_weights_changes_outputs_and_back(tiny):
+    model, tok = tiny
     prompt = chat_ids(tok, "What is the capital of France?")
     with HFBackend(model, tok, max_batch=2) as b:
         [before] = gather(b.generate(SegmentRequest(ids=prompt, max_new_tokens=8, sampling=GREEDY, key="w")))
@@ -118,8 +118,8 @@ def test_load_weights_changes_outputs_and_back(smol):
     assert after.ids == before.ids
 
 
-def test_sliding_window_models_are_refused(smol):
-    model, tok = smol
+def test_sliding_window_models_are_refused(tiny):
+    model, tok = tiny
     model.config.use_sliding_window = True
     try:
         with pytest.raises(ValueError, match="full-attention"):

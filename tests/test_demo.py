@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -37,27 +36,17 @@ def test_the_demo_runs_a_stage_skips_it_when_done_and_writes_the_report(tmp_path
     assert again.returncode == 0 and "05_analysis_figures: done before" in again.stdout
 
 
-@pytest.fixture
-def chain_root(tmp_path):
-    yield tmp_path
-    shutil.rmtree(tmp_path / "smoke", ignore_errors=True)  # 02's and 03's checkpoints of the 0.5B model: ~10 GB
-
-
 @pytest.mark.model
-def test_make_smoke_runs_the_whole_chain_01_to_05(chain_root):
-    """What `make smoke` runs: each stage reads the one before (01's export -> 02 -> 03 -> 04's rungs -> 05)."""
-    tmp_path = chain_root
-    env = {**os.environ, "THOR_OUTPUTS": str(tmp_path)}
-    cmd = [sys.executable, "-m", "thor_core.demo", "--profile", "smoke"]
-    # a hang guard, not a speed target: the chain took ~10 min on AVX-512 machines and more than 40 on an AVX2-only
-    # one (bf16 emulated then, now fp32: provenance.bf16_autocast)
-    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=4200)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def test_make_smoke_runs_the_whole_chain_01_to_05(smoke_chain):
+    """What `make smoke` runs (conftest's session chain): each stage reads the one before (01's export -> 02 -> 03 ->
+    04's rungs -> 05)."""
+    smoke_chain.check()
+    done = smoke_chain.done
     for i, (stage, status) in enumerate((("01_tirgen", "ok"), ("02_sft", "ok"), ("03_rl", "ok"),
                                          ("03_rl-episode", "no profile"), ("03_rl-cot", "no profile"),
                                          ("04_correction_inference", "ok"), ("05_analysis_figures", "ok")), 1):  # fmt: skip
         assert f"[{i}/7] {stage}: {status}" in done.stdout
-    root = tmp_path / "smoke"
+    root = smoke_chain.root
     manifest = {s: json.loads((root / s / "manifest.json").read_text()) for s in ("02_sft", "03_rl", "04_correction_inference")}  # fmt: skip
     export = provenance.dataset_hash(root / "01_tirgen" / "sft")
     assert manifest["02_sft"]["inputs"]["datasets"]["tirgen_dir"]["sha256"] == export["sha256"]

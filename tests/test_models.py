@@ -69,3 +69,21 @@ def test_default_model_generates_from_the_cache():
     text = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text.strip()
     assert weights.stat().st_mtime_ns == before  # the second load reused the converted folder
+
+
+@pytest.mark.model
+def test_the_tiny_model_is_a_seeded_two_layer_qwen_built_the_same_twice(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    cached = resolve_model(models.TINY_MODEL)
+    models._build_tiny(tmp_path / "again")  # a second build from scratch: the same weights, bit for bit
+    a, b = load_file(str(cached / "model.safetensors")), load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    config, real = AutoConfig.from_pretrained(cached), AutoConfig.from_pretrained(resolve_model(DEFAULT_MODEL))
+    assert config.num_hidden_layers == 2 and config.vocab_size == real.vocab_size and config.dtype == real.dtype
+    tiny_tok, real_tok = (
+        AutoTokenizer.from_pretrained(cached),
+        AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL)),
+    )
+    assert tiny_tok.get_vocab() == real_tok.get_vocab() and tiny_tok.chat_template == real_tok.chat_template

@@ -1,9 +1,10 @@
-"""Notebook 01 (TIRGen) headless with the smoke profile: loop, CoT pre-filter, filters, export, figures.
+"""Notebook 01 (TIRGen) headless: the smoke chain's run of it, and the same-seed check on the tiny model.
 
-Run here on SmolLM2-135M through the hf backend (``TINY``): that is what makes the same-seed check exact.
-The smoke profile itself (the embedded Qwen model on vLLM) runs in ``test_demo``'s chain; on vLLM two runs
-of one seed are not token-identical (a few attempts in 16 differ: its CPU kernels' numerics depend on how
-requests are batched), so the check is made where it holds.
+The smoke profile itself (the embedded Qwen model on vLLM: loop, CoT pre-filter, filters, export, figures,
+provenance) runs once per session in conftest's ``smoke_chain``; its files are checked here. The same-seed
+check runs the notebook twice on the tiny random Qwen through the hf backend (``TINY``): that is where it holds
+exactly; on vLLM two runs of one seed are not token-identical (a few attempts in 16 differ: its CPU kernels'
+numerics depend on how requests are batched).
 """
 
 from __future__ import annotations
@@ -14,26 +15,27 @@ import nbformat
 import pytest
 
 from thor_core import provenance, sft_data, tirgen
+from thor_core.models import DEFAULT_MODEL, TINY_MODEL
 from thor_core.notebook_runs import run_notebook
 
-TINY = dict(actor_model="embedded:smollm2-135m-instruct", actor_backend="hf", n_problems=4, k=1, step_tokens=32,
-            max_new_tokens=96, max_steps=3, critic_max_new_tokens=48, critic_retries=0, cot_max_new_tokens=32)  # fmt: skip
+TINY = dict(actor_model=TINY_MODEL, actor_backend="hf", n_problems=3, k=1, step_tokens=32, max_new_tokens=64,
+            max_steps=2, critic_max_new_tokens=32, critic_retries=0, cot_max_new_tokens=32)  # fmt: skip
+
+pytestmark = [pytest.mark.notebook, pytest.mark.model]
 
 
-@pytest.mark.notebook
-@pytest.mark.model
-def test_notebook_01_smoke(tmp_path):
-    executed = run_notebook("01_tirgen", profile="smoke", out_dir=tmp_path / "nb01", overrides=TINY)
-    run_dir = executed.parent
-    nb = nbformat.read(executed, as_version=4)
+def test_the_smoke_chains_notebook_01(smoke_chain):
+    smoke_chain.check()
+    run_dir = smoke_chain.root / "01_tirgen"
+    nb = nbformat.read(run_dir / "01_tirgen.ipynb", as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "ok"
     stats = json.loads((run_dir / "stats.json").read_text())
-    assert stats["questions"] == 4 and len(tirgen.load_problems(run_dir)) == 4
+    assert stats["questions"] == 8 and len(tirgen.load_problems(run_dir)) == 8  # params/smoke/01_tirgen.yaml
     assert (run_dir / "cot" / "records-cot.jsonl").exists()  # the CoT pre-filter ran (cot_filter_k: 1)
-    kept_questions = 4 - stats["cot_dropped_questions"]
-    assert stats["attempts"] == kept_questions  # k: 1
+    kept_questions = 8 - stats["cot_dropped_questions"]
+    assert stats["attempts"] == 2 * kept_questions  # k: 2
     assert [r["stage"] for r in stats["funnel"] if r["samples"] is not None][0] == "generated"
     assert stats["critic"]["steps"] >= stats["attempts"]
     assert len(sft_data.load_sft_dataset(run_dir / "sft")) == stats["kept"]
@@ -46,15 +48,18 @@ def test_notebook_01_smoke(tmp_path):
     # provenance: the manifest names the model by hash, the seeds, the parameters used, the machine
     m = json.loads((run_dir / "manifest.json").read_text())
     actor = m["inputs"]["models"]["actor_model"]
-    assert actor["name"] == "embedded:smollm2-135m-instruct" and len(actor["sha256"]) == 64
-    assert m["inputs"]["seeds"]["seed"] == m["all_params"]["seed"] and m["all_params"]["n_problems"] == 4
+    assert actor["name"] == DEFAULT_MODEL and len(actor["sha256"]) == 64
+    assert m["inputs"]["seeds"]["seed"] == m["all_params"]["seed"] and m["all_params"]["n_problems"] == 8
     assert m["git"]["commit"] and m["packages"]["vllm"] and m["machine"]["cpus"] >= 1
 
-    # the same seed into a fresh folder: the same attempts, token for token, and the same dataset
+
+def test_notebook_01_same_seed_gives_the_same_attempts_and_dataset(tmp_path):
+    first = run_notebook("01_tirgen", profile="smoke", out_dir=tmp_path / "nb01", overrides=TINY).parent
+    assert json.loads((first / "manifest.json").read_text())["status"] == "ok"
     again = run_notebook("01_tirgen", profile="smoke", out_dir=tmp_path / "nb01-again", overrides=TINY).parent
-    assert _attempts(again) == _attempts(run_dir) != []
+    assert _attempts(again) == _attempts(first) != []
     assert provenance.dataset_hash(again / "sft") == {
-        **provenance.dataset_hash(run_dir / "sft"),
+        **provenance.dataset_hash(first / "sft"),
         "path": str(again / "sft"),
     }
 

@@ -1,4 +1,8 @@
-"""Notebook 04 (the ladder's rungs) headless with the smoke profile, and the ladder built from its files."""
+"""Notebook 04 (the ladder's rungs) headless with the smoke profile, and the ladder built from its files.
+
+The smoke chain (conftest) runs the profile as it is (the embedded Qwen and the chain's checkpoints on vLLM);
+the skipped rung, every variant and the same-seed check run here on the tiny random Qwen through hf (plumbing).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,28 @@ import nbformat
 import pytest
 
 from thor_core.ladder import build_ladder
+from thor_core.models import TINY_MODEL
 from thor_core.notebook_runs import run_notebook
 
+pytestmark = [pytest.mark.notebook, pytest.mark.model]
 
-@pytest.mark.notebook
-@pytest.mark.model
+
+def test_the_smoke_chains_notebook_04(smoke_chain):
+    smoke_chain.check()
+    run_dir = smoke_chain.root / "04_correction_inference"
+    nb = nbformat.read(run_dir / "04_correction_inference.ipynb", as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    for rung, tags in {"T1": ("cot", "tir"), "T3": ("tir",), "T5": ("tir", "tir-sc")}.items():
+        for tag in tags:  # params/smoke/04_correction_inference.yaml: (2 held-out + 2 MATH-500) x k=2
+            assert len((run_dir / rung / f"records-{tag}.jsonl").read_text().splitlines()) == 8
+    md = (run_dir / "summary.md").read_text()
+    assert "## Accuracy per benchmark" in md and "## Cost of self-correction" in md
+    assert (run_dir / "rungs_accuracy.png").stat().st_size > 1000 and (run_dir / "trajectories.html").is_file()
+
+
 def test_notebook_04_smoke(tmp_path):
     missing = tmp_path / "no-sft" / "final"  # T3 points at a folder that is not there: skipped with a note
-    rungs = {"T1": "embedded:smollm2-135m-instruct", "T3": str(missing)}
+    rungs = {"T1": TINY_MODEL, "T3": str(missing)}
     # the tiny model through hf, every variant: the same-seed check below holds exactly on hf; on vLLM it is not
     # guaranteed (two TIRGen runs of one seed differed there, see test_notebook_01)
     overrides = {"rungs": rungs, "self_correction_rungs": ["T1"], "backend": "hf", "max_new_tokens": 48}

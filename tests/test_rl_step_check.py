@@ -5,6 +5,7 @@ import json
 import pytest
 from rl_scripted import trajectory_from_pieces
 
+from thor_core.models import TINY_MODEL
 from thor_core.record import ToolCall, Trajectory
 from thor_core.rl import step_check as sc
 from thor_core.rl.config import RLParams
@@ -72,11 +73,12 @@ def test_summary_counts_pairs_and_prefixes_as_by_hand():
 
 
 @pytest.mark.model
-def test_both_models_continue_the_same_prefixes_and_a_rerun_reuses_them(smol, sandbox, tmp_path):
-    """Real generation (SmolLM2 on the hf backend) and execution; the same weights twice give the same outcomes."""
-    _, tok = smol
+def test_both_models_continue_the_same_prefixes_and_a_rerun_reuses_them(tiny, sandbox, tmp_path):
+    """Real generation (the tiny random Qwen on the hf backend: mechanics) and execution; the same weights twice give
+    the same outcomes."""
+    _, tok = tiny
     answers = _answers(tok)
-    name = "embedded:smollm2-135m-instruct"
+    name = TINY_MODEL
     p = RLParams(backend="hf", temperature=1.0, suffix_tokens=4, step_max_new_tokens=24)
     models = {"start": name, "rl": name}
     report = sc.step_check(p, models, answers, tmp_path, sandbox, n=8, k=2, seed=3)

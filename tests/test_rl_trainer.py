@@ -1,4 +1,4 @@
-"""The RL trainer with the real model and real updates; rollouts scripted for determinism (tests/rl_scripted.py).
+"""The RL trainer with real updates of the tiny random Qwen; rollouts scripted for determinism (tests/rl_scripted.py).
 
 The real engine path (vLLM / hf backends on the embedded model) runs end to end
 in tests/test_notebook_03.py. Here: every trainable parameter changes, the
@@ -124,12 +124,12 @@ def test_two_processes_under_accelerate_match_one_process(reference):
     assert worst < 1e-5, worst
 
 
-def test_lora_weights_reach_the_engine_merged(smol):
+def test_lora_weights_reach_the_engine_merged(tiny):
     from peft import LoraConfig, get_peft_model
 
     from thor_core.rl.policy import engine_weights
 
-    model, _ = smol
+    model, _ = tiny
     import copy
 
     peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules="all-linear"))

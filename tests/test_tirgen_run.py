@@ -176,9 +176,9 @@ def test_the_export_loads_unchanged_into_trl_sft_trainer(sandbox, tmp_path):
     """TRL 1.16 must train on our ids and labels as given: no re-tokenising, no masks of its own."""
     from trl import SFTConfig, SFTTrainer
 
-    from thor_core.models import load_model_and_tokenizer
+    from thor_core.models import TINY_MODEL, load_model_and_tokenizer
 
-    model, tok = load_model_and_tokenizer("embedded:smollm2-135m-instruct")  # a fresh copy: it gets trained
+    model, tok = load_model_and_tokenizer(TINY_MODEL)  # a fresh copy: it gets trained; mechanics: the tiny model
     generate(tok, sandbox, problems(3), tmp_path / "run")
     ds = sft_data.load_sft_dataset(tmp_path / "run" / "sft").select_columns(["input_ids", "labels"])
     assert len(ds) == 2

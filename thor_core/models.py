@@ -8,6 +8,12 @@ Covered:
   (``THOR_MODEL_CACHE``, default ``~/.cache/thor_kit/models``). Two processes
   converting at once are safe: the conversion holds a file lock and publishes
   the folder with an atomic rename.
+- ``embedded:qwen2.5-tiny-random`` (``TINY_MODEL``): a 2-layer Qwen2 with
+  random weights (seeded), the embedded Qwen's tokenizer and config shape
+  otherwise, built locally from the embedded Qwen and cached like it. It
+  writes noise: it is for checks of mechanics (masks, batching, checkpoints,
+  weight pushes, notebook plumbing) where a real model only costs time; the
+  test suite uses it so (docs/TESTING.md).
 - local folders: passed through.
 - hub ids (``org/name``): passed through to transformers; when the hub is
   unreachable or offline mode is set and the model is not in the local HF
@@ -28,6 +34,7 @@ from pathlib import Path
 
 EMBEDDED_PREFIX = "embedded:"
 DEFAULT_MODEL = "embedded:qwen2.5-coder-0.5b-instruct"
+TINY_MODEL = "embedded:qwen2.5-tiny-random"
 
 
 class ModelNotAvailable(RuntimeError):
@@ -137,24 +144,66 @@ def _convert_embedded(model: EmbeddedModel, folder: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _resolve_embedded(name: str) -> Path:
-    key = name[len(EMBEDDED_PREFIX) :]
-    if key not in EMBEDDED:
-        raise ModelNotAvailable(f"unknown embedded model {name!r}; choose one of {embedded_names()}")
-    model = EMBEDDED[key]
-    folder = cache_root() / f"{key}-{model.sha256[:12]}"
+# The tiny model's shape: the embedded Qwen's config with these fields replaced. head_dim stays 64 (the 0.5B's),
+# a size every attention backend of vLLM's CPU build takes; initializer_range 0.2 (not 0.02) makes the logits
+# peaky enough that greedy decoding does not flip between numerically different but equivalent paths (batched and
+# alone). Changing any of this changes the cache folder's name.
+TINY_SHAPE = dict(num_hidden_layers=2, hidden_size=128, intermediate_size=256, num_attention_heads=2,
+                  num_key_value_heads=1, head_dim=64, max_window_layers=2, layer_types=["full_attention"] * 2,
+                  initializer_range=0.2)  # fmt: skip
+TINY_SEED = 0
+
+
+def _build_tiny(folder: Path) -> None:
+    """A seeded random 2-layer Qwen2 with the embedded Qwen's tokenizer, saved as a safetensors folder at ``folder``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model(DEFAULT_MODEL)
+    config = AutoConfig.from_pretrained(source)
+    for key, value in TINY_SHAPE.items():
+        setattr(config, key, value)
+    staging = folder.parent / f".{folder.name}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's generator
+            torch.manual_seed(TINY_SEED)
+            lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        lm.to(torch.bfloat16)  # stored as the embedded Qwen is, so engines and trainers take the same dtype path
+        lm.generation_config = type(lm.generation_config).from_pretrained(source)
+        lm.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(source).save_pretrained(staging)
+        (staging / "THOR_SOURCE").write_text(f"{TINY_MODEL}: random weights (seed {TINY_SEED}), {TINY_SHAPE}\n")
+        os.replace(staging, folder)  # atomic publish
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _cached(folder: Path, build) -> Path:
+    """``folder`` once ``build(folder)`` has made it; two processes building at once share one result."""
     if (folder / "config.json").exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second converter waits, then finds the folder
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder waits, then finds the folder
         if not (folder / "config.json").exists():
-            _convert_embedded(model, folder)
+            build(folder)
     return folder
 
 
+def _resolve_embedded(name: str) -> Path:
+    key = name[len(EMBEDDED_PREFIX) :]
+    if name == TINY_MODEL:
+        tag = hashlib.sha256(f"{EMBEDDED[DEFAULT_MODEL[len(EMBEDDED_PREFIX) :]].sha256}{sorted(TINY_SHAPE.items())}{TINY_SEED}".encode()).hexdigest()  # fmt: skip
+        return _cached(cache_root() / f"{key}-{tag[:12]}", _build_tiny)
+    if key not in EMBEDDED:
+        raise ModelNotAvailable(f"unknown embedded model {name!r}; choose one of {embedded_names()}")
+    model = EMBEDDED[key]
+    return _cached(cache_root() / f"{key}-{model.sha256[:12]}", lambda folder: _convert_embedded(model, folder))
+
+
 def embedded_names() -> list[str]:
-    return [EMBEDDED_PREFIX + k for k in EMBEDDED]
+    return [EMBEDDED_PREFIX + k for k in EMBEDDED] + [TINY_MODEL]
 
 
 def _offline() -> bool:
