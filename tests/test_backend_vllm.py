@@ -3,13 +3,16 @@
 Covered: greedy ids equal transformers' greedy ``generate``; EOS, stop-string
 and length finishes; one log-prob per token; concurrent requests finishing
 independently (continuous batching, not lock-step); a bad request failing
-alone; ``load_weights`` changing and restoring the outputs.
+alone; ``load_weights`` changing and restoring the outputs; ``dtype="auto"``
+becoming float32 on a CPU without bf16 instructions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import subprocess
+import sys
 import time
 
 import pytest
@@ -164,3 +167,32 @@ def test_many_seeded_sampled_requests_with_long_prompts(backend):
     segments = asyncio.run(run_all())
     assert all(len(s.ids) >= 1 for s in segments)
     assert [s.ids for s in segments[:10]] == [s.ids for s in segments[10:]]  # same seed, same sample
+
+
+def test_engine_dtype_is_float32_for_auto_on_a_cpu_without_bf16():
+    from thor_core.backends.vllm import engine_dtype
+
+    assert engine_dtype("auto", on_cpu=True, cpu_flags=["avx2", "avx512f"]) == "float32"
+    assert engine_dtype("auto", on_cpu=True, cpu_flags=["avx512_bf16"]) == "auto"
+    assert engine_dtype("auto", on_cpu=True, cpu_flags=["amx_bf16"]) == "auto"
+    assert engine_dtype("bfloat16", on_cpu=True, cpu_flags=["avx2"]) == "bfloat16"  # an explicit dtype stands
+    assert engine_dtype("auto", on_cpu=False, cpu_flags=[]) == "auto"  # a GPU decides for itself
+
+
+def test_default_engine_dtype_follows_this_machine(tmp_path):
+    """The real engine with ``dtype="auto"``, in its own process (one vLLM engine per process at a time)."""
+    from thor_core.provenance import fast_bf16
+
+    script = (
+        "from thor_core.backends.vllm import VLLMBackend\n"
+        "from thor_core.backends.base import GREEDY, SegmentRequest\n"
+        "import asyncio\n"
+        f"with VLLMBackend.from_model_name({MODEL!r}, max_model_len=256, kv_cache_gib=0.25) as b:\n"
+        "    seg = asyncio.run(b.generate(SegmentRequest(b.tokenizer('Hi').input_ids, max_new_tokens=4, sampling=GREEDY)))\n"
+        "    print('DTYPE', b._engine.model_config.dtype, len(seg.ids))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("DTYPE"))
+    expected = "torch.bfloat16" if fast_bf16("cpu") else "torch.float32"
+    assert line.split()[1] == expected and int(line.split()[2]) >= 1

