@@ -4,8 +4,8 @@ Why it exists: on CPUs without bf16 instructions vLLM generates 2.3x faster in f
 --vllm), but notebook 03's peak used memory rose from 16.3 to 22.2 GB of 24 with an fp32 engine. This replays
 what an RL run does in one process, phase by phase, on the embedded Qwen2.5-Coder-0.5B: the policy (fp32, LoRA
 on every linear layer, as the cpu profiles train), the engine (the kit's VLLMBackend, as the trainer builds it),
-a batch of rollouts, the weight push into the engine (``rl.policy.engine_weights``, LoRA merged) twice, and a
-batch after it. Each phase prints the process's resident memory at its end and its peak during the phase
+a batch of rollouts, the weight push into the engine (``rl.policy.engine_weights``, LoRA merged) twice, a batch
+after it, the engine closed and a second one built and closed, as notebook 03's checks do after training. Each phase prints the process's resident memory at its end and its peak during the phase
 (sampled every 50 ms). One fresh process per dtype, the two orders alternated over repeats.
 
     .venv/bin/python benchmarks/engine_memory.py --repeats 1
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -33,11 +32,10 @@ class Peak:
     def __init__(self) -> None:
         self.process = psutil.Process()
         self.peak = self.process.memory_info().rss
-        self._stop = False
         threading.Thread(target=self._sample, daemon=True).start()
 
     def _sample(self) -> None:
-        while not self._stop:
+        while True:  # a daemon thread: it ends with the process
             self.peak = max(self.peak, self.process.memory_info().rss)
             time.sleep(0.05)
 
@@ -103,7 +101,7 @@ def main() -> None:
         for dtype in order:
             print(f"repeat {r + 1}, engine {dtype}:", flush=True)
             cmd = [sys.executable, __file__, "--child", dtype, "--kv-cache-gib", str(args.kv_cache_gib)]
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+            done = subprocess.run(cmd, capture_output=True, text=True)
             for line in done.stdout.splitlines():
                 if line.startswith("RESULT "):
                     results[dtype].append(json.loads(line[7:]))
