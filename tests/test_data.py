@@ -1,4 +1,4 @@
-"""Benchmark loaders (thor_core.data): offline package sets, user files, hub
+"""Benchmark loaders (thor_core.data.benchmarks): offline package sets, user files, hub
 entries read from local copies, and the offline error. Nothing touches the hub."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from thor_core.data import (
+from thor_core.data.benchmarks import (
     HUB_BENCHMARKS,
     OFFLINE_BENCHMARKS,
     BenchmarkUnavailable,
@@ -183,7 +183,7 @@ def test_hub_benchmark_offline_error(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     code = textwrap.dedent(
         """
-        from thor_core.data import BenchmarkUnavailable, load_benchmark
+        from thor_core.data.benchmarks import BenchmarkUnavailable, load_benchmark
         try:
             load_benchmark("gsm8k")
         except BenchmarkUnavailable as e:

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from thor_core import provenance
-from thor_core.runs import REPO_ROOT, model_hash
+from thor_core.files import REPO_ROOT
+from thor_core.models import model_hash
+from thor_core.runs import provenance
 
 pytestmark = pytest.mark.notebook
 

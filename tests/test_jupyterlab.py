@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from thor_core.runs import REPO_ROOT
+from thor_core.files import REPO_ROOT
 
 pytestmark = pytest.mark.notebook
 

@@ -1,7 +1,7 @@
-"""thor_core.ladder and notebook 05 on fake run folders laid out as the real ones (outputs/cpu).
+"""thor_core.runs.ladder and notebook 05 on fake run folders laid out as the real ones (outputs/cpu).
 
 Covered: the rung mapping (02_sft's eval-base/eval-sft, 03_rl's eval-rl by its
-mode, notebook 04 v2's folder per rung with T6 = T5/records-tir-sc.jsonl),
+mode, notebook 04's folder per rung with T6 = T5/records-tir-sc.jsonl),
 accuracy with n and the Wilson interval (by hand), McNemar on shared keys only
 (by hand), "not run" rungs with the command that makes them, figures as PNG and
 PDF, files only read, and the notebook under papermill with and without inputs.
@@ -17,9 +17,9 @@ import sys
 import nbformat
 import pytest
 
-from thor_core import ladder
+from thor_core.files import REPO_ROOT
 from thor_core.record import Trajectory, write_jsonl
-from thor_core.runs import REPO_ROOT
+from thor_core.runs import ladder
 
 
 def _record(qid: str, sample: int, correct: bool | None, tokens: int = 10, calls_ok: bool = True) -> Trajectory:
@@ -33,7 +33,7 @@ def _record(qid: str, sample: int, correct: bool | None, tokens: int = 10, calls
 
 
 def _eval_dir(folder, tag: str, records: list[Trajectory]) -> None:
-    """An evaluation folder as thor_core.evaluation leaves it: records-, summary-, config-<tag> files."""
+    """An evaluation folder as thor_core.evaluation.runner leaves it: records-, summary-, config-<tag> files."""
     write_jsonl(records, folder / f"records-{tag}.jsonl")
     (folder / f"config-{tag}.json").write_text(json.dumps({"mode": tag.split("-")[0], "self_correction": "sc" in tag}))
     (folder / f"summary-{tag}.json").write_text(json.dumps({"tag": tag, "k": 2}))
@@ -48,7 +48,7 @@ def _pairs(both: int, only_first: int, only_second: int, neither: int) -> tuple[
 
 @pytest.fixture
 def runs(tmp_path):
-    """outputs/<profile>-like folders: 01 stats, 02 loss and checks, 03 metrics and check (thor), 04 v2 T1 and T5."""
+    """outputs/<profile>-like folders: 01 stats, 02 loss and checks, 03 metrics and check (thor), 04 T1 and T5."""
     root = tmp_path / "runs"
     (root / "01_tirgen").mkdir(parents=True)
     funnel = [{"stage": "questions", "samples": None, "questions": 10}, {"stage": "generated", "samples": 20, "questions": 10},

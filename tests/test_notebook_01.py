@@ -14,9 +14,11 @@ import json
 import nbformat
 import pytest
 
-from thor_core import provenance, sft_data, tirgen
+from thor_core.data import sft_examples as sft_data
 from thor_core.models import DEFAULT_MODEL, TINY_MODEL
-from thor_core.notebook_runs import run_notebook
+from thor_core.runs import provenance
+from thor_core.runs.notebooks import run_notebook
+from thor_core.tirgen import steps as tirgen
 
 TINY = dict(actor_model=TINY_MODEL, actor_backend="hf", n_problems=3, k=1, step_tokens=32, max_new_tokens=64,
             max_steps=2, critic_max_new_tokens=32, critic_retries=0, cot_max_new_tokens=32)  # fmt: skip

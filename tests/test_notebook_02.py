@@ -16,9 +16,9 @@ import nbformat
 import pytest
 from test_sft import write_dataset
 
-from thor_core import provenance
 from thor_core.models import DEFAULT_MODEL, TINY_MODEL
-from thor_core.notebook_runs import NotebookError, run_notebook
+from thor_core.runs import provenance
+from thor_core.runs.notebooks import NotebookError, run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.model]
 # the crafted dataset is tokenised by test_sft.MODEL, the tiny random Qwen: plumbing

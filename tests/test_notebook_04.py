@@ -11,9 +11,9 @@ import json
 import nbformat
 import pytest
 
-from thor_core.ladder import build_ladder
 from thor_core.models import TINY_MODEL
-from thor_core.notebook_runs import run_notebook
+from thor_core.runs.ladder import build_ladder
+from thor_core.runs.notebooks import run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.model]
 

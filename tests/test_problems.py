@@ -1,4 +1,4 @@
-"""The procedural problem generator (thor_core.problems).
+"""The procedural problem generator (thor_core.data.problems).
 
 Every gold answer is re-derived here WITHOUT sympy: brute force, plain
 integers and ``fractions.Fraction``, from the ``params`` each problem records.
@@ -13,9 +13,9 @@ from math import isqrt
 
 import pytest
 
-from thor_core.data import Problem, load_benchmark
+from thor_core.data.benchmarks import Problem, load_benchmark
+from thor_core.data.problems import KINDS, LEVELS, assert_no_overlap, find_overlap, generate_problems
 from thor_core.grading import Grader
-from thor_core.problems import KINDS, LEVELS, assert_no_overlap, find_overlap, generate_problems
 
 # ------------------------------------------------ reading the gold LaTeX
 

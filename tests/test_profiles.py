@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from thor_core.notebook_runs import _declared_parameters, _resolve_notebook
+from thor_core.files import REPO_ROOT
 from thor_core.params import read_yaml_mapping
-from thor_core.runs import REPO_ROOT
+from thor_core.runs.notebooks import _declared_parameters, _resolve_notebook
 
 PROFILE_FILES = sorted(p for p in (REPO_ROOT / "params").glob("*/*.yaml") if p.parent.name != "accelerate")
 

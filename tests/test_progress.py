@@ -3,7 +3,7 @@
 Covered: the lines (start, every tenth or 30 s, end; ETA; a stopped run
 marked), the rule (THOR_PROGRESS override, an interactive frontend's cellId vs
 a headless kernel's request, terminal vs pipe), tqdm.auto pointed at the text
-classes in a headless kernel only, run_notebook's kernel environment, and an
+classes in a headless kernel only and only when asked (not by ``import thor_core``), run_notebook's kernel environment, and an
 executed notebook (bare ``python -m papermill``, and ``run_notebook`` with
 THOR_PROGRESS=notebook outside) with our lines and no widget, no TqdmWarning,
 from our bar and from a library's ``tqdm.auto`` bar; and a real kernel sent an
@@ -12,6 +12,7 @@ from our bar and from a library's ``tqdm.auto`` bar; and a real kernel sent an
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import subprocess
@@ -21,6 +22,7 @@ import types
 import nbformat
 import pytest
 
+import thor_core
 from thor_core import progress
 
 
@@ -147,12 +149,15 @@ def test_tqdm_auto_steered_in_a_headless_kernel_only(monkeypatch, no_override):
     monkeypatch.delitem(sys.modules, "ipykernel")
     assert not progress.steer_tqdm_auto()
     fake_kernel(monkeypatch, {})
+    untouched = tqdm.auto.tqdm
+    importlib.reload(thor_core)  # importing the package patches nothing: the notebooks call steer_tqdm_auto
+    assert tqdm.auto.tqdm is untouched
     assert progress.steer_tqdm_auto()
     assert tqdm.auto.tqdm is tqdm.asyncio.tqdm and tqdm.autonotebook.tqdm is tqdm.std.tqdm
 
 
 def test_run_notebook_kernel_env(monkeypatch):
-    from thor_core.notebook_runs import _kernel_env
+    from thor_core.runs.notebooks import _kernel_env
 
     monkeypatch.setenv(progress.ENV, "notebook")
     with _kernel_env({progress.ENV: "lines", "THOR_TEST_UNSET": "1"}):
@@ -164,6 +169,7 @@ def test_run_notebook_kernel_env(monkeypatch):
 
 CELL_OURS = """\
 from thor_core import progress
+progress.steer_tqdm_auto()  # as the kit's notebooks do first
 bar = progress.bar(20, "demo work", "item")
 for _ in range(20):
     bar.update(1)
@@ -213,7 +219,7 @@ def test_bare_papermill_gets_lines_and_no_widgets(tmp_path):
 
 @pytest.mark.notebook
 def test_run_notebook_gets_lines_even_when_widgets_are_forced_outside(tmp_path, monkeypatch):
-    from thor_core.notebook_runs import run_notebook
+    from thor_core.runs.notebooks import run_notebook
 
     monkeypatch.setenv(progress.ENV, "notebook")  # a JupyterLab user's setting must not reach executed notebooks
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)

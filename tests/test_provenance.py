@@ -1,11 +1,12 @@
-"""thor_core.provenance: what a stage's manifest says it read."""
+"""thor_core.runs.provenance: what a stage's manifest says it read."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from thor_core import provenance
-from thor_core.runs import model_hash
+from thor_core import hardware, models
+from thor_core.models import model_hash
+from thor_core.runs import provenance
 
 
 def _model(folder, content: bytes):
@@ -54,27 +55,27 @@ def test_a_dataset_hash_follows_the_rows_not_the_fingerprint(tmp_path):
 
 
 def test_machine():
-    m = provenance.machine()
+    m = hardware.machine()
     assert m["cpus"] >= 1 and m["memory_gib"] > 0
     if Path("/proc/cpuinfo").exists():  # Linux: the CPU model and the speed-relevant flags it has
-        assert m["cpu_model"] and set(m["cpu_flags"]) <= set(provenance._SPEED_FLAGS)
+        assert m["cpu_model"] and set(m["cpu_flags"]) <= set(hardware.SPEED_FLAGS)
         flags = Path("/proc/cpuinfo").read_text()
         assert ("avx2" in flags.split()) == ("avx2" in m["cpu_flags"])
 
 
 def test_model_fingerprint_follows_the_weights(tmp_path):
     folder = _model(tmp_path / "final", b"weights")
-    first = provenance.model_fingerprint(str(folder))
+    first = models.model_fingerprint(str(folder))
     assert first == model_hash(folder)["sha256"]
     (folder / "model.safetensors").write_bytes(b"other weights")
-    assert provenance.model_fingerprint(str(folder)) != first
-    assert provenance.model_fingerprint("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"  # a hub id: its id
+    assert models.model_fingerprint(str(folder)) != first
+    assert models.model_fingerprint("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"  # a hub id: its id
 
 
 def test_bf16_autocast_only_where_the_cpu_has_bf16_instructions(capsys):
-    assert provenance.bf16_autocast(True, "cpu", ["avx2", "avx512f", "avx512_bf16"])
-    assert provenance.bf16_autocast(True, "cpu", ["avx2", "amx_bf16"])
-    assert not provenance.bf16_autocast(False, "cpu", ["avx512_bf16"]) and capsys.readouterr().out == ""
-    assert not provenance.bf16_autocast(True, "cpu", ["avx2", "avx512f"])
+    assert hardware.bf16_autocast(True, "cpu", ["avx2", "avx512f", "avx512_bf16"])
+    assert hardware.bf16_autocast(True, "cpu", ["avx2", "amx_bf16"])
+    assert not hardware.bf16_autocast(False, "cpu", ["avx512_bf16"]) and capsys.readouterr().out == ""
+    assert not hardware.bf16_autocast(True, "cpu", ["avx2", "avx512f"])
     note = capsys.readouterr().out
     assert "no bf16 instructions" in note and "uses fp32" in note

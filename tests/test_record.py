@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from thor_core.record import Correction, ToolCall, Trajectory, from_dataset, read_jsonl, to_dataset, write_jsonl
+from thor_core.record import Correction, ToolCall, Trajectory, read_jsonl, write_jsonl
 
 
 def make_record(i=0):
@@ -26,6 +26,8 @@ def make_record(i=0):
 
 def test_jsonl_round_trip(tmp_path):
     records = [make_record(i) for i in range(3)]
+    records[1].logprobs = None
+    records[2].correct = None
     write_jsonl(records, tmp_path / "r.jsonl")
     assert read_jsonl(tmp_path / "r.jsonl") == records
 
@@ -40,15 +42,6 @@ def test_torn_last_line_is_skipped_but_torn_middle_line_is_an_error(tmp_path):
     path.write_text("\n".join([lines[0], lines[2], lines[1]]) + "\n")
     with pytest.raises(ValueError, match="line 2"):
         read_jsonl(path)
-
-
-def test_dataset_round_trip():
-    records = [make_record(i) for i in range(3)]
-    records[1].logprobs = None
-    records[2].correct = None
-    ds = to_dataset(records)
-    assert len(ds) == 3
-    assert from_dataset(ds) == records
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,8 @@
 import pytest
 
 from thor_core.backends.scripted import SCRIPTED_LOGPROB, ScriptedBackend
+from thor_core.engine.rollout import RolloutConfig, RolloutTask, make_tasks, run_rollouts
 from thor_core.record import Trajectory
-from thor_core.rollout import RolloutConfig, RolloutTask, make_tasks, run_rollouts
 
 END = "<|im_end|>"
 

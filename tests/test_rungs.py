@@ -1,11 +1,11 @@
-"""thor_core.rungs: notebook 04's parameters, skip notes and tables on hand-made summaries (no model)."""
+"""thor_core.evaluation.rungs: notebook 04's parameters, skip notes and tables on hand-made summaries (no model)."""
 
 from __future__ import annotations
 
 import pytest
 
-from thor_core import rungs
-from thor_core.eval_metrics import summarize
+from thor_core.evaluation import rungs
+from thor_core.evaluation.metrics import summarize
 from thor_core.record import ToolCall, Trajectory
 
 
@@ -71,9 +71,9 @@ def test_tables_from_summaries():
 def test_a_rung_named_relative_to_the_repo_loads_from_there_whatever_the_working_directory(tmp_path, monkeypatch):
     """Profiles name rungs ``outputs/<profile>/.../final``; notebook 04's kernel runs in notebooks/ (the demo found a
     relative rung path resolved against it)."""
-    from thor_core import runs
+    from thor_core import files
 
-    monkeypatch.setattr(runs, "OUTPUTS", tmp_path)
+    monkeypatch.setattr(files, "OUTPUTS", tmp_path)
     (tmp_path / "cpu" / "03_rl-cot" / "final").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)  # anywhere but the repo root
     assert rungs.local_model("outputs/cpu/03_rl-cot/final") == str(tmp_path / "cpu" / "03_rl-cot" / "final")

@@ -1,5 +1,5 @@
 """Tests for thor_core.params (parameter validation), thor_core.runs (run manifests, model hashing)
-and thor_core.notebook_runs (headless notebook runs, marked ``notebook``)."""
+and thor_core.runs.notebooks (headless notebook runs, marked ``notebook``)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from typing import Literal, Optional
 import nbformat
 import pytest
 
-from thor_core import notebook_runs, params, runs
-from thor_core.notebook_runs import NotebookError, run_notebook
+from thor_core import files, models, params, runs
+from thor_core.files import REPO_ROOT
+from thor_core.models import model_hash
 from thor_core.params import ParamsError, load_params_file, load_profile, params_from_namespace, validate_params
-from thor_core.runs import REPO_ROOT, Run, RunExistsError, model_hash, start_run
+from thor_core.runs import Run, RunExistsError, start_run
+from thor_core.runs import notebooks as notebook_runs
+from thor_core.runs.notebooks import NotebookError, run_notebook
 
 FIXTURE = Path(__file__).parent / "fixtures" / "params_echo.ipynb"
 
@@ -184,8 +187,8 @@ def test_load_profile(tmp_path):
 
 def test_repo_root_and_outputs_override(tmp_path):
     assert (REPO_ROOT / "pyproject.toml").is_file()
-    assert runs.repo_path("outputs/x") == REPO_ROOT / "outputs/x"
-    assert runs.repo_path(tmp_path) == tmp_path
+    assert files.repo_path("outputs/x") == REPO_ROOT / "outputs/x"
+    assert files.repo_path(tmp_path) == tmp_path
     code = "from thor_core.runs import OUTPUTS; print(OUTPUTS)"
     env = {**os.environ, "THOR_OUTPUTS": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -298,12 +301,12 @@ def test_model_hash_is_cached_by_size_and_mtime(tmp_path, monkeypatch):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"x" * 100)
     hashed = []
-    real = runs._file_sha256
-    monkeypatch.setattr(runs, "_file_sha256", lambda p: hashed.append(p.name) or real(p))
+    real = models._file_sha256
+    monkeypatch.setattr(models, "_file_sha256", lambda p: hashed.append(p.name) or real(p))
 
     first = model_hash(tmp_path)
     assert hashed == ["model.safetensors"]
-    cache = json.loads((tmp_path / runs.HASH_CACHE_NAME).read_text())
+    cache = json.loads((tmp_path / models.HASH_CACHE_NAME).read_text())
     assert cache["model.safetensors"]["size"] == 100
 
     assert model_hash(tmp_path) == first and hashed == ["model.safetensors"]  # from the cache

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from thor_core.record import ToolCall, Trajectory
-from thor_core.selection import (
+from thor_core.engine.best_of_n import (
     answer_groups,
     best_of_n_exec,
     best_of_n_exec_index,
     exec_pass_rate,
     majority_index,
     majority_vote,
-    normalize_answer,
+    vote_key,
 )
+from thor_core.record import ToolCall, Trajectory
 
 
 def traj(answer: str | None, calls: tuple[bool, ...] = (), name: str = "") -> Trajectory:
@@ -47,8 +47,8 @@ def traj(answer: str | None, calls: tuple[bool, ...] = (), name: str = "") -> Tr
         (None, None),
     ],
 )
-def test_normalize_answer(raw, key):
-    assert normalize_answer(raw) == key
+def test_vote_key(raw, key):
+    assert vote_key(raw) == key
 
 
 def test_exec_pass_rate():

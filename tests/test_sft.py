@@ -1,8 +1,8 @@
-"""thor_core.sft: labels, settings, and real TRL training runs.
+"""thor_core.sft.train: labels, settings, and real TRL training runs.
 
 The data are crafted TIRGen-style records (reasoning, a ```python block, the
 inserted ```output block, a boxed answer), tokenised with the model's tokenizer
-and written with ``thor_core.sft_data.save_sft_dataset``, so these tests do not
+and written with ``thor_core.data.sft_examples.save_sft_dataset``, so these tests do not
 depend on a TIRGen run. Model tests train for a few steps at a high learning
 rate (1e-4) on 4 examples of ~170 tokens. The mechanics run on the tiny random
 Qwen (``models.TINY_MODEL``); that training teaches something runs on the
@@ -36,13 +36,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from thor_core import provenance, sft, sft_run, tir
+from thor_core import hardware, tir
+from thor_core.data.sft_examples import IGNORE, load_sft_dataset, save_sft_dataset
+from thor_core.files import REPO_ROOT
 from thor_core.models import TINY_MODEL
 from thor_core.params import ParamsError
 from thor_core.record import ToolCall, Trajectory
-from thor_core.runs import REPO_ROOT
-from thor_core.sft import IGNORE, SFTParams
-from thor_core.sft_data import load_sft_dataset, save_sft_dataset
+from thor_core.sft import folder as sft_run
+from thor_core.sft import train as sft
+from thor_core.sft.config import SFTParams
 
 MODEL = TINY_MODEL
 REAL = "embedded:smollm2-135m-instruct"
@@ -105,13 +107,13 @@ def crafted_records(tokenizer, n: int, seed: int = 0) -> list[Trajectory]:
     return records
 
 
-def write_dataset(folder: Path, n: int = 4, seed: int = 0, mask_tool_outputs: bool = False, model: str = MODEL) -> Path:
+def write_dataset(folder: Path, n: int = 4, seed: int = 0, model: str = MODEL) -> Path:
     from transformers import AutoTokenizer
 
     from thor_core.models import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
-    save_sft_dataset(crafted_records(tokenizer, n, seed), tokenizer, folder, mask_tool_outputs=mask_tool_outputs)
+    save_sft_dataset(crafted_records(tokenizer, n, seed), tokenizer, folder)
     return folder
 
 
@@ -123,9 +125,8 @@ def dataset4(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------ fast
 
 
-@pytest.mark.parametrize("saved_masked", [False, True])
-def test_labels_mask_the_prompt_and_output_blocks_only_when_asked(tmp_path, saved_masked):
-    folder = write_dataset(tmp_path / "sft", n=2, mask_tool_outputs=saved_masked)
+def test_labels_mask_the_prompt_and_output_blocks_only_when_asked(tmp_path):
+    folder = write_dataset(tmp_path / "sft", n=2)
     raw = load_sft_dataset(folder)
     for mask in (False, True):
         prepared = sft.prepare_dataset(raw, mask_tool_outputs=mask)
@@ -149,8 +150,8 @@ def test_labels_mask_the_prompt_and_output_blocks_only_when_asked(tmp_path, save
 def test_an_export_made_by_another_tokenizer_is_refused_before_any_training(tmp_path):
     from transformers import AutoTokenizer
 
+    from thor_core.data.sft_examples import FINGERPRINT, check_tokenizer
     from thor_core.models import resolve_model
-    from thor_core.sft_data import FINGERPRINT, check_tokenizer
 
     folder = write_dataset(tmp_path / "sft", n=2)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(MODEL))
@@ -223,7 +224,7 @@ def test_bf16_autocast_is_accepted_on_a_machine_without_a_gpu():
     # transformers refuses bf16 on a CPU-only machine unless use_cpu is set (the cpu profile's SFT runs under it);
     # a CPU without bf16 instructions gets fp32 instead (provenance.bf16_autocast: emulated bf16 is 20-34x slower)
     cfg = sft.sft_config(SFTParams(bf16=True), n_processes=1)
-    assert cfg.bf16 == provenance.fast_bf16("cpu") and cfg.use_cpu
+    assert cfg.bf16 == hardware.fast_bf16("cpu") and cfg.use_cpu
 
 
 def test_run_folder_rules(tmp_path):
@@ -237,10 +238,12 @@ def test_run_folder_rules(tmp_path):
     (tmp_path / sft_run.LOSS_LOG).write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')  # a line being written
     assert sft_run.read_loss(tmp_path) == [{"step": 1, "loss": 2.0}]
     p = SFTParams(output_dir=str(tmp_path))
-    sft_run.record_settings(tmp_path, p)
-    sft_run.refuse_other_settings(tmp_path, dataclasses.replace(p, save_steps=7, overwrite=True), "checkpoints")
-    with pytest.raises(ValueError, match="learning_rate, max_length differ"):
-        sft_run.refuse_other_settings(tmp_path, dataclasses.replace(p, learning_rate=1.0, max_length=8), "checkpoints")
+    sft_run.check_settings(tmp_path, p, "checkpoints")  # the first start records them
+    sft_run.check_settings(tmp_path, dataclasses.replace(p, save_steps=7, overwrite=True), "checkpoints")
+    with pytest.raises(ValueError, match="learning_rate, max_length differ.*overwrite=True"):
+        sft_run.check_settings(tmp_path, dataclasses.replace(p, learning_rate=1.0, max_length=8), "checkpoints")
+    sft_run.forget_settings(tmp_path)  # no checkpoint to resume: a new start's settings hold
+    sft_run.check_settings(tmp_path, dataclasses.replace(p, learning_rate=1.0), "checkpoints")
     assert not sft_run.is_finished(tmp_path)
     sft_run.clear(tmp_path)
     assert not list(tmp_path.iterdir())
@@ -249,19 +252,20 @@ def test_run_folder_rules(tmp_path):
 def test_heldout_problems_leave_out_what_training_saw(tmp_path):
     from transformers import AutoTokenizer
 
+    from thor_core.data.problems import generate_problems
+    from thor_core.evaluation.before_after import CheckParams, answer_metrics, paired_tests
     from thor_core.models import resolve_model
-    from thor_core.problems import generate_problems
-    from thor_core.sft_eval import NotebookParams, answer_metrics, heldout_problems, paired_tests
+    from thor_core.sft.report import heldout_problems
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(MODEL))
     records = crafted_records(tokenizer, 3)
     taken = generate_problems(3, seed=9001)[1]  # a held-out candidate that the training data also holds
     records[0].question = taken.question
     save_sft_dataset(records, tokenizer, tmp_path / "sft")
-    p = NotebookParams(dataset=str(tmp_path / "sft"), tirgen_dir=str(tmp_path / "no-tirgen-run"), heldout_n=5)
-    problems, note = heldout_problems(p, load_sft_dataset(tmp_path / "sft"))
+    p = SFTParams(dataset=str(tmp_path / "sft"), tirgen_dir=str(tmp_path / "no-tirgen-run"))
+    problems, note = heldout_problems(p, CheckParams(heldout_n=5), load_sft_dataset(tmp_path / "sft"))
     assert len(problems) == 5 and note["excluded"] == 1 and taken.id not in {q.id for q in problems}
-    assert note["checked_against"] == ["sft dataset"]
+    assert note["checked_against"] == ["sft dataset"]  # no TIRGen run folder: nothing recorded to exclude
 
     after = crafted_records(tokenizer, 2)  # code, a call each, boxed, correct
     before = [dataclasses.replace(r, tool_calls=[], completion_text="It is 5.", correct=False) for r in after]
@@ -397,7 +401,7 @@ def _cli(dataset: Path, out: Path, **settings) -> list[str]:
     args = [
         sys.executable,
         "-m",
-        "thor_core.sft",
+        "thor_core.sft.train",
         "--model",
         MODEL,
         "--dataset",

@@ -1,4 +1,4 @@
-"""thor_core.stats: McNemar's exact test and the paired table (pure functions)."""
+"""thor_core.stats: the paired and unpaired tests, intervals, the trend test, and pct (pure functions)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from thor_core.stats import (
     chi_square_2x2,
     mcnemar_exact,
     paired_outcomes,
+    pct,
     trend_test,
     wilson_interval,
 )
@@ -95,3 +96,8 @@ def test_trend_test_without_variance_and_bad_input():
         trend_test([5], [4])
     with pytest.raises(ValueError, match="one value per group"):
         trend_test([1, 2], [4])
+
+
+def test_pct():
+    assert [pct(None), pct(0.0), pct(0.4567), pct(1.0)] == ["-", "0.0", "45.7", "100.0"]
+    assert pct(0.5, "%") == "50.0%" and pct(None, "%") == "-"

@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from thor_core import actor_critic, critic, tir
+from thor_core import tir
 from thor_core.backends.scripted import ScriptedBackend
-from thor_core.rollout import RolloutTask
+from thor_core.engine.rollout import RolloutTask
+from thor_core.tirgen import actor_critic, critic
 
 END = "<|im_end|>"
 QUESTION = "QMARK: what is twelve times thirteen, plus one?"

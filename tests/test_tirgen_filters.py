@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from thor_core import tirgen_filters as f
 from thor_core.record import ToolCall, Trajectory
+from thor_core.tirgen import filters as f
 
 
 def record(

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from thor_core import sft_data, tir, tirgen
+from thor_core import tir
 from thor_core.backends.scripted import ScriptedBackend
-from thor_core.data import Problem
+from thor_core.data import sft_examples as sft_data
+from thor_core.data.benchmarks import Problem
+from thor_core.data.problems import read_problems
 from thor_core.record import read_jsonl
+from thor_core.tirgen import steps as tirgen
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -69,16 +72,16 @@ def test_run_grades_filters_and_exports(qwen_tokenizer, sandbox, tmp_path):
         assert row["messages"][-1]["role"] == "assistant" and "```output" in row["messages"][-1]["content"]
 
 
-def test_export_masks_output_blocks_when_asked_and_ends_every_turn(qwen_tokenizer, sandbox, tmp_path):
+def test_export_marks_output_blocks_and_ends_every_turn(qwen_tokenizer, sandbox, tmp_path):
+    """The export trains on every completion token and marks the output blocks; masking them is SFT's setting."""
     tok = qwen_tokenizer
     generate(tok, sandbox, problems(2), tmp_path / "run")
     [r] = read_jsonl(tmp_path / "run" / "kept.jsonl")
-    ex = sft_data.sft_example(r, tok, mask_tool_outputs=True)
+    ex = sft_data.sft_example(r, tok)
     n = len(ex["input_ids"]) - len(r.completion_ids)
-    expect = [-100 if s == "t" else t for t, s in zip(r.completion_ids, r.token_sources)]
-    assert ex["labels"] == [-100] * n + expect
-    masked = tok.decode([t for t, lab in zip(ex["input_ids"][n:], ex["labels"][n:]) if lab == -100])
-    assert masked == "".join(tir.render_output_block(c.observation) for c in r.tool_calls)
+    assert ex["labels"] == [-100] * n + list(r.completion_ids)
+    marked = tok.decode([t for t, m in zip(ex["input_ids"][n:], ex["tool_output_mask"][n:]) if m])
+    assert marked == "".join(tir.render_output_block(c.observation) for c in r.tool_calls)
     # a record that stopped at its answer without EOS gets one end-of-turn token (trained on)
     cut = r.completion_ids[:-1]
     short = type(r)(**{**r.to_dict(), "completion_ids": cut, "mask": r.mask[:-1], "logprobs": None,
@@ -99,7 +102,7 @@ def test_shards_merge_to_the_unsharded_run(qwen_tokenizer, sandbox, tmp_path):
     a = read_jsonl(tmp_path / "whole" / "kept.jsonl")
     b = read_jsonl(tmp_path / "merged" / "kept.jsonl")
     assert [(r.question_id, r.completion_ids) for r in a] == [(r.question_id, r.completion_ids) for r in b]
-    assert sorted(q.id for q in tirgen.load_problems(tmp_path / "merged")) == [q.id for q in probs]
+    assert sorted(q.id for q in read_problems(tmp_path / "merged")) == [q.id for q in probs]
     with pytest.raises(ValueError, match="different settings"):
         generate(tok, sandbox, probs[:2], tmp_path / "other", shard="0/2", k=1)
         tirgen.merge([tmp_path / "shard0", tmp_path / "other"], tmp_path / "bad", tok, params())
@@ -120,7 +123,7 @@ from transformers import AutoTokenizer
 sys.path.insert(0, {tests!r})
 from test_tirgen import actor_policy, make_critic_policy
 from test_tirgen_run import params, problems
-from thor_core import tirgen
+from thor_core.tirgen import steps as tirgen
 from thor_core.backends.scripted import ScriptedBackend
 from thor_core.models import DEFAULT_MODEL, resolve_model
 from thor_core.sandbox import Sandbox, SandboxConfig

@@ -14,8 +14,4 @@ notebooks), ``progress`` (progress bars), ``viewer`` (trajectories as HTML),
 ``stats``).
 """
 
-from thor_core import progress as _progress
-
 __version__ = "0.1.0"
-
-_progress.steer_tqdm_auto()  # headless kernels: no tqdm widgets from libraries either (progress.py)

@@ -1,6 +1,6 @@
 """``python -m thor_core.demo --profile cpu``: the whole method, notebooks 01 to 05 (what ``make demo`` runs).
 
-Each stage's notebook runs headless through ``thor_core.notebook_runs.run_notebook``
+Each stage's notebook runs headless through ``thor_core.runs.notebooks.run_notebook``
 on ``params/<profile>/<stage>.yaml`` into ``outputs/<profile>/<stage>/``
 (executed notebook, manifest, outputs); the stages ``03_rl-episode`` and
 ``03_rl-cot`` (the ladder's T4 and T2 rungs) are notebook 03 on their own
@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from thor_core.notebook_runs import NotebookError, run_notebook
+from thor_core.files import OUTPUTS, REPO_ROOT
 from thor_core.params import ParamsError
-from thor_core.runs import OUTPUTS, REPO_ROOT
+from thor_core.runs.notebooks import NotebookError, run_notebook
 
 STAGES = (
     "01_tirgen", "02_sft",

@@ -27,10 +27,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from thor_core.files import repo_path, write_json_atomic
 
 EMBEDDED_PREFIX = "embedded:"
 DEFAULT_MODEL = "embedded:qwen2.5-coder-0.5b-instruct"
@@ -265,3 +269,98 @@ def load_model_and_tokenizer(name: str = DEFAULT_MODEL, dtype: str = "float32", 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
     model.eval()
     return model, tokenizer
+
+
+# --------------------------------------------------------------------------
+# What identifies a model's weights (run manifests, evaluation configs)
+# --------------------------------------------------------------------------
+
+HASH_CACHE_NAME = ".thor-sha256.json"
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _cached_sha256(files: list[Path]) -> dict[str, str]:
+    """sha256 of each file, reusing ``.thor-sha256.json`` beside it when the file's
+    size and mtime are unchanged. The cache is rewritten only when something was
+    hashed; a read-only folder just goes without."""
+    result: dict[str, str] = {}
+    for folder in sorted({f.parent for f in files}):
+        cache_path = folder / HASH_CACHE_NAME
+        try:
+            cache = json.loads(cache_path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        changed = False
+        for f in (f for f in files if f.parent == folder):
+            st = f.stat()
+            key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            entry = cache.get(f.name)
+            if not (isinstance(entry, dict) and {k: entry.get(k) for k in key} == key and entry.get("sha256")):
+                entry = {**key, "sha256": _file_sha256(f)}
+                cache[f.name] = entry
+                changed = True
+            result[str(f)] = entry["sha256"]
+        if changed:
+            try:
+                write_json_atomic(cache_path, cache)
+            except OSError:
+                pass
+    return result
+
+
+def model_hash(path: str | os.PathLike) -> dict[str, Any]:
+    """Hash of a weights file, or of a model folder's ``*.safetensors`` files.
+
+    Returns ``{"path", "sha256", "files"}``: ``files`` maps each hashed file
+    (relative to the folder) to its sha256; for a folder, ``sha256`` is the
+    sha256 of the ``sha256sum``-style listing (``"<hash>  <name>\\n"`` per file,
+    sorted by name), so ``sha256sum *.safetensors | sha256sum`` reproduces it
+    for a flat folder. Per-file hashes are cached (see :func:`_cached_sha256`).
+    """
+    path = Path(path).expanduser().resolve()
+    if path.is_file():
+        digest = _cached_sha256([path])[str(path)]
+        return {"path": str(path), "sha256": digest, "files": {path.name: digest}}
+    if not path.is_dir():
+        raise FileNotFoundError(f"model path not found: {path} (pass a local weights file or model folder)")
+    weights = sorted(path.rglob("*.safetensors"))
+    if not weights:
+        raise FileNotFoundError(f"no *.safetensors weights under {path}; only safetensors weights are hashed")
+    digest, files = listing_sha256(path, weights)
+    return {"path": str(path), "sha256": digest, "files": files}
+
+
+def listing_sha256(folder: Path, files: list[Path]) -> tuple[str, dict[str, str]]:
+    """The sha256 of the ``sha256sum``-style listing of ``files`` (names relative to ``folder``, sorted) and
+    each file's own hash (cached, :func:`_cached_sha256`)."""
+    hashes = _cached_sha256(files)
+    by_name = {str(f.relative_to(folder)): hashes[str(f)] for f in files}
+    listing = "".join(f"{h}  {name}\n" for name, h in sorted(by_name.items()))
+    return hashlib.sha256(listing.encode()).hexdigest(), by_name
+
+
+def model_entry(name: str) -> dict[str, Any]:
+    """Never raises: a name the stage cannot use is the stage's to report (notebook 04 skips such a rung)."""
+    try:
+        if name.startswith(EMBEDDED_PREFIX):
+            folder = resolve_model(name)
+        else:
+            folder = repo_path(name)
+            if not folder.exists():
+                local = name.startswith((".", "/", "~", "outputs")) or name.count("/") != 1
+                return {"name": name, "missing": True} if local else {"name": name, "hub_id": name}
+        digest = model_hash(folder)
+    except (ModelNotAvailable, OSError) as e:  # an unknown embedded name, a folder without weights (a torn run)
+        return {"name": name, "unhashed": str(e)}
+    return {"name": name, "path": digest["path"], "sha256": digest["sha256"]}
+
+
+def model_fingerprint(name: str) -> str:
+    """What identifies the weights ``name`` gives: the sha256 of its safetensors (local folder or embedded
+    model, cached), else the hub id or the name as given (a hub model is identified by its id only)."""
+    entry = model_entry(name)
+    return entry.get("sha256") or entry.get("hub_id") or name

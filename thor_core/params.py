@@ -26,11 +26,11 @@ import difflib
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from thor_core.runs import REPO_ROOT
+from thor_core.files import REPO_ROOT
 
 PARAMS = REPO_ROOT / "params"
 
@@ -244,13 +244,38 @@ def load_profile(
     return load_params_file(schema_cls, profile_path(profile, notebook, params_root))
 
 
-def params_from_namespace(schema_cls: type, namespace: Mapping[str, Any]):
-    """Validated parameters picked from a notebook's ``globals()``.
+def split_params(schemas: Sequence[type], values: Mapping[str, Any], source: str | None = None) -> tuple:
+    """One flat mapping (a notebook's profile) as one validated instance per schema, in order.
 
-    Use right after the ``parameters`` cell: ``p = params_from_namespace(MyParams, globals())``.
-    Fields the namespace lacks take the schema's defaults; other names in the
-    namespace are ignored (unknown names are caught earlier, by
-    :func:`run_notebook`, against the notebook's parameters cell).
+    A notebook composes its stage's parameters with small dataclasses of its own (the check it runs, its display
+    keys), as TRL's and open-r1's parsers compose script and trainer arguments: each key goes to every schema that
+    declares it; a key none declares is an error naming the nearest known key.
     """
-    fields = _schema_fields(schema_cls)
-    return validate_params(schema_cls, {k: namespace[k] for k in fields if k in namespace}, source="notebook namespace")
+    declared = {name for s in schemas for name in _schema_fields(s)}
+    problems, out = [], []
+    for key in (k for k in values if k not in declared):
+        close = difflib.get_close_matches(str(key), sorted(declared), n=1)
+        problems.append(f"{key}: unknown parameter ({f'did you mean {close[0]!r}?' if close else 'see the schemas'})")
+    for schema in schemas:  # every bad value is named too, not only the first schema's
+        try:
+            out.append(validate_params(schema, {k: v for k, v in values.items() if k in _schema_fields(schema)}))
+        except ParamsError as e:
+            problems += e.problems
+    if problems:
+        raise ParamsError(" + ".join(s.__name__ for s in schemas), problems, source)
+    return tuple(out)
+
+
+def params_from_namespace(schemas: type | Sequence[type], namespace: Mapping[str, Any]):
+    """Validated parameters picked from a notebook's ``globals()``: an instance, or a tuple for several schemas.
+
+    Use right after the ``parameters`` cell: ``p = params_from_namespace(MyParams, globals())``, or
+    ``train, check, nb = params_from_namespace((SFTParams, CheckParams, SFTNotebook), globals())``.
+    Fields the namespace lacks take the schemas' defaults; other names in the namespace are ignored (unknown names
+    are caught earlier, by ``thor_core.runs.notebooks.run_notebook``, against the notebook's parameters cell).
+    """
+    many = isinstance(schemas, Sequence)
+    group = tuple(schemas) if many else (schemas,)
+    declared = {name for s in group for name in _schema_fields(s)}
+    out = split_params(group, {k: namespace[k] for k in declared if k in namespace}, source="notebook namespace")
+    return out if many else out[0]

@@ -12,7 +12,7 @@ step lines (``thor_core.rl.run``).
   Notebook 7, or VS Code) with ipywidgets installed;
 - ``lines``: plain lines on stdout, ``desc: 12/40 (30%) elapsed 1m02s eta 2m25s``,
   at the start, every ~10% or ~30 s and at the end; for headless runs
-  (papermill, ``thor_core.notebook_runs.run_notebook``, CI logs, pipes);
+  (papermill, ``thor_core.runs.notebooks.run_notebook``, CI logs, pipes);
 - ``bar``: tqdm's text bar on stderr, for a terminal.
 
 The rule (:func:`mode`), first match wins:
@@ -42,9 +42,12 @@ venv's, which has it) shows widgets as ``HBox(children=...)`` text: set
 Third-party bars (vLLM's weight loading, ``datasets``' saving and mapping, HF
 downloads) use ``tqdm.auto``, which picks widgets in *any* kernel once
 ipywidgets is installed and would leave widget outputs in an executed notebook.
-So importing ``thor_core`` in a headless kernel (rule 2 says ``lines``) points
-``tqdm.auto`` and ``tqdm.autonotebook`` at the text classes (:func:`steer_tqdm_auto`);
-libraries imported after that draw text bars on stderr, as in a terminal.
+So the kit's notebooks call :func:`steer_tqdm_auto` first (the top of the cell
+after their parameters): in a headless kernel (rule 2 says ``lines``) it points
+``tqdm.auto`` and ``tqdm.autonotebook`` at the text classes, and libraries
+imported after that draw text bars on stderr, as in a terminal. Nothing does
+it on import (``import thor_core`` patches nothing); outside a kernel (the
+CLIs) and in a person's frontend it is a no-op.
 """
 
 from __future__ import annotations
@@ -211,12 +214,13 @@ def steer_tqdm_auto() -> bool:
 
     Only what is looked up after this call changes (``from tqdm.auto import
     tqdm`` in a module imported later, or ``tqdm.auto.tqdm(...)`` at call
-    time); ``import thor_core`` calls it, which the notebooks do first.
+    time), so call it before importing the libraries that draw bars; the kit's
+    notebooks do, at the top of the cell after their parameters.
     """
     try:
         if _kernel_shell() is None or mode() == "notebook":
             return False
-    except ValueError:  # a bad THOR_PROGRESS is reported by the first bar(), not by import thor_core
+    except ValueError:  # a bad THOR_PROGRESS is reported by the first bar(), not here
         return False
     import warnings
 

@@ -19,7 +19,7 @@ later stage re-parses rendered text:
   ``t`` a tool output block the kit inserted. SFT trains on ``a`` and ``c``
   and may mask ``t``; analysis can tell who wrote what. None elsewhere.
 
-Covered: JSONL (append-safe, resumable) and ``datasets.Dataset`` round trips.
+Covered: JSONL (append-safe, resumable) round trips.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from thor_core.files import iter_json_lines
 
 FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed", "failed_call")
 TOKEN_SOURCES = {"a": "actor", "c": "critic", "t": "tool output"}
@@ -174,41 +176,5 @@ def read_jsonl(path: str | os.PathLike) -> list[Trajectory]:
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[Trajectory]:
     """Read records; a torn last line (a killed writer) is skipped, a torn middle line is an error."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                return
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
+    for d in iter_json_lines(path):
         yield Trajectory.from_dict(d)
-
-
-# Arrow needs one schema: free-form fields travel as JSON strings.
-_JSON_COLUMNS = ("metadata", "tool_calls", "corrections", "logprobs")
-
-
-def to_dataset(records: Iterable[Trajectory]):
-    """A ``datasets.Dataset`` with one row per record (lossless, see ``from_dataset``)."""
-    import datasets
-
-    rows = []
-    for r in records:
-        d = r.to_dict()
-        for k in _JSON_COLUMNS:
-            d[k] = json.dumps(d[k], ensure_ascii=False)
-        rows.append(d)
-    return datasets.Dataset.from_list(rows)
-
-
-def from_dataset(dataset) -> list[Trajectory]:
-    out = []
-    for row in dataset:
-        d = dict(row)
-        for k in _JSON_COLUMNS:
-            d[k] = json.loads(d[k])
-        out.append(Trajectory.from_dict(d))
-    return out

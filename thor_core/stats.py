@@ -25,6 +25,9 @@ rise over training?"). With ``x_i`` successes of ``n_i`` at score ``t_i``
 is standard normal under "no trend". It uses every step, where a first-half /
 second-half comparison throws away the order inside each half.
 
+``pct`` formats a proportion as a percentage (one decimal, ``-`` for None), the
+one formatter of the reports' tables.
+
 Not covered: the mid-p or continuity-corrected chi-square variants, exact trend tests, other
 interval methods (Clopper-Pearson, bootstrap), or clustering (several samples
 of one question are treated as independent pairs; with k > 1 samples per
@@ -121,6 +124,11 @@ def chi_square_2x2(a: int, b: int, c: int, d: int, yates: bool = False) -> tuple
         diff = max(0.0, diff - n / 2)
     chi2 = n * diff**2 / margins
     return chi2, chi2_sf_df1(chi2)
+
+
+def pct(x: float | None, suffix: str = "") -> str:
+    """A proportion as a percentage for the reports' tables: ``0.4567`` -> ``45.7`` (``+ suffix``), None -> ``-``."""
+    return "-" if x is None else f"{100 * x:.1f}{suffix}"
 
 
 def normal_sf(z: float) -> float:

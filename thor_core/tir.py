@@ -32,7 +32,7 @@ CLOSE_FENCE = "```"
 
 # A fence line: three backticks and an optional language tag at a line start.
 _FENCE_LINE = re.compile(r"(?m)^[ \t]*```([A-Za-z0-9_+-]*)[ \t]*$")
-_CODE_LANGS = frozenset({"python", "py", "python3"})
+CODE_LANGS = frozenset({"python", "py", "python3"})
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ def output_block_prefix(text_so_far: str) -> str:
     return "" if text_so_far.endswith("\n") else "\n"
 
 
-def _fences(text: str) -> list[tuple[int, int, str]]:
+def fence_lines(text: str) -> list[tuple[int, int, str]]:
+    """Every fence line of ``text``, in order: (start, end, language in lower case, "" for a bare fence)."""
     return [(m.start(), m.end(), m.group(1).lower()) for m in _FENCE_LINE.finditer(text)]
 
 
@@ -131,11 +132,11 @@ def pending_code_block(text: str) -> CodeBlock | None:
     fence before it opens a python block, and nothing but whitespace follows the
     closing fence. This is what the engine checks after each generated segment.
     """
-    fences = _fences(text)
+    fences = fence_lines(text)
     if len(fences) < 2:
         return None
     (open_start, open_end, lang), (close_start, close_end, close_lang) = fences[-2], fences[-1]
-    if close_lang or lang not in _CODE_LANGS or text[close_end:].strip():
+    if close_lang or lang not in CODE_LANGS or text[close_end:].strip():
         return None
     if _is_inside_block(fences[:-2]):  # the "opener" is really the closer of an earlier block
         return None
@@ -155,19 +156,19 @@ def _is_inside_block(fences: list[tuple[int, int, str]]) -> bool:
 
 def code_blocks(text: str) -> list[str]:
     """Every complete ```python block in ``text``, in order."""
-    fences = _fences(text)
+    fences = fence_lines(text)
     blocks = []
     for i in range(0, len(fences) - 1, 2):
         (_, open_end, lang), (close_start, _, close_lang) = fences[i], fences[i + 1]
-        if lang in _CODE_LANGS and not close_lang:
+        if lang in CODE_LANGS and not close_lang:
             blocks.append(text[open_end:close_start].strip("\n"))
     return blocks
 
 
 def in_open_code_block(text: str) -> bool:
     """Whether ``text`` ends inside an unclosed ```python block."""
-    fences = _fences(text)
-    return _is_inside_block(fences) and fences[-1][2] in _CODE_LANGS
+    fences = fence_lines(text)
+    return _is_inside_block(fences) and fences[-1][2] in CODE_LANGS
 
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")

@@ -111,7 +111,7 @@ def _items_from_tokens(rec: Trajectory, tok) -> list[tuple]:
         (cs, ce), (os_, oe) = call.code_span, call.output_span
         text(cursor, cs)
         span = dec(cs, ce)
-        fences = tir._fences(span)  # the span's text before the opening fence belongs to the reasoning
+        fences = tir.fence_lines(span)  # the span's text before the opening fence belongs to the reasoning
         if fences and fences[0][0] > 0 and span[: fences[0][0]].strip():
             items.append(("text", [(src[cs] if src else None, span[: fences[0][0]])]))
         items.append(("code", call.code, call, _majority(src, cs, ce)))
@@ -125,13 +125,13 @@ def _items_from_tokens(rec: Trajectory, tok) -> list[tuple]:
 
 
 def _items_from_text(rec: Trajectory) -> list[tuple]:
-    text, fences = rec.completion_text, tir._fences(rec.completion_text)
+    text, fences = rec.completion_text, tir.fence_lines(rec.completion_text)
     calls = sorted(rec.tool_calls, key=lambda c: c.code_span[0])
     events, items = _events(rec), []
     cursor, k, last_call = 0, 0, None
     for i in range(0, len(fences) - 1, 2):
         (start, open_end, lang), (close_start, close_end, close_lang) = fences[i], fences[i + 1]
-        if close_lang or lang not in tir._CODE_LANGS | {"output"}:
+        if close_lang or lang not in tir.CODE_LANGS | {"output"}:
             continue
         body = text[open_end:close_start].strip("\n")
         if text[cursor:start].strip():

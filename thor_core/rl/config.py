@@ -1,6 +1,6 @@
 """Settings of one hierarchical-RL run (THOR stage 3), with help text; params/*/03_rl.yaml set the profiles.
 
-Defaults are the paper's and the authors' settings (THOR_METHOD.md) where
+Defaults are the paper's and the authors' settings (docs/METHOD.md) where
 they make sense on any machine; the profiles shrink the sizes. Loaded and
 checked like every stage's settings (``thor_core.params.validate_params``:
 an unknown name or a bad value is named with the allowed ones).
@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thor_core.params import validate_params
-from thor_core.runs import repo_path
+from thor_core.evaluation.before_after import CheckParams
+from thor_core.files import repo_path
+from thor_core.params import read_yaml_mapping, split_params
 
 MODES = ("cot", "episode", "thor")
 
@@ -37,8 +38,8 @@ class RLParams:
         "thor",
         "cot: RL without tools (T2); episode: episode-level GRPO with tools (T4); thor: episode + step level (T5)",
     )
-    output_dir: str = _f("outputs/adhoc/03_rl", "run folder: metrics.jsonl, checkpoints/, final/, samples/")
-    problems: str = _f("generated", "'generated' (procedural, offline) or a benchmark name / file thor_core.data loads")
+    output_dir: str | None = _f(None, "run folder: metrics.jsonl, checkpoints/, final/, samples/ (null: outputs/adhoc/03_rl)")
+    problems: str = _f("generated", "'generated' (procedural, offline) or a benchmark name / file thor_core.data.benchmarks loads")
     n_problems: int = _f(512, "training questions (the data loops over them in a seeded order, epoch after epoch)")
     problem_seed: int = _f(2027, "seed of the generated problems (differs from TIRGen's and the held-out sets')")
     levels: list[int] = _f(lambda: [1, 2, 3], "difficulty levels of generated problems")
@@ -138,27 +139,27 @@ class RLParams:
         return self.mode != "cot"
 
     def out(self) -> Path:
-        return repo_path(self.output_dir)
+        return repo_path(self.output_dir or "outputs/adhoc/03_rl")
 
 
-def load_params(config: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None, schema=RLParams):
-    """``schema`` (RLParams or notebook 03's superset) from a flat YAML file with ``overrides`` on top, validated."""
-    import yaml
+@dataclass
+class RLNotebook:
+    """Notebook 03's own keys (params/*/03_rl.yaml), beside ``RLParams`` and the check's ``CheckParams``."""
 
-    values: dict[str, Any] = {}
-    if config is not None:
-        values = yaml.safe_load(Path(config).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{config}: expected a mapping of parameter names to values")
-    if schema is RLParams:
-        known = set(RLParams.__dataclass_fields__)
-        values = {k: v for k, v in values.items() if k in known or k not in _NOTEBOOK_ONLY}
+    fallback_model: str = _f("embedded:qwen2.5-coder-0.5b-instruct", "start model when `model` is missing")
+    step_check_n: int = _f(16, "held-out step-level check: failed calls of the start model's answers (0: skip)")
+    step_check_k: int = _f(4, "continuations per prefix in the step-level check")
+    show_trajectories: int = _f(2, "rollouts shown before and after")
+    run_dir: str | None = _f(None, "run folder (run_notebook sets it)")
+
+
+#: what notebook 03's parameters compose (``params.split_params``)
+NOTEBOOK_SCHEMAS = (RLParams, CheckParams, RLNotebook)
+
+
+def load_params(config: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> RLParams:
+    """``RLParams`` from a flat YAML file (a notebook-03 profile: its check and display keys are read and set aside)
+    with ``overrides`` on top, validated; any key none of ``NOTEBOOK_SCHEMAS`` declares is an error."""
+    values = read_yaml_mapping(Path(config)) if config is not None else {}
     values.update(overrides or {})
-    return validate_params(schema, values, source=str(config) if config else None)
-
-
-# keys of notebook 03's profiles that only the notebook reads (thor_core.rl.report.NotebookParams)
-_NOTEBOOK_ONLY = {
-    "heldout_n", "heldout_seed", "eval_k", "eval_temperature", "eval_max_new_tokens", "eval_max_tool_rounds",
-    "eval_seed", "show_trajectories", "run_dir", "fallback_model", "step_check_n", "step_check_k",
-}  # fmt: skip
+    return split_params(NOTEBOOK_SCHEMAS, values, str(config) if config else None)[0]

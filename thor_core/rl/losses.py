@@ -1,6 +1,6 @@
 """The RL kernels: small pure functions on tensors, one per term of THOR's objective.
 
-Notation (THOR_METHOD.md, stage 3). A batch holds rows; each row is one
+Notation (docs/METHOD.md, "Hierarchical RL"). A batch holds rows; each row is one
 sampled continuation with a group id (an episode-level group: G rollouts of
 one question; or a step-level group: G regenerations of one cut prefix). Per
 token t of row i:

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 import torch
 
+from thor_core.models import load_model_and_tokenizer
+
 
 def load_policy(name: str, method: str = "full", lora_r: int = 16, lora_alpha: int = 32, gradient_checkpointing=False):
     """(model, tokenizer): fp32 weights, trainable in full or through a LoRA adapter on every linear layer."""
-    from thor_core.models import load_model_and_tokenizer
-
     model, tokenizer = load_model_and_tokenizer(name, dtype="float32")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -44,8 +44,8 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per completion token: log pi(token | context) [B, C], and the entropy [B, C] (no grad) when asked.
 
-    ``bf16``: the forward pass under bf16 autocast (about 1.3x faster on a CPU with AVX512-BF16, measured
-    in docs/RL.md); the logits are taken back to fp32 before the log-softmax.
+    ``bf16``: the forward pass under bf16 autocast (faster only where the device has bf16 instructions:
+    docs/BENCHMARKS.md, "bf16 autocast on the CPU"); the logits are taken back to fp32 before the log-softmax.
     """
     from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 

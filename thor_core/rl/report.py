@@ -1,10 +1,10 @@
 """Notebook 03's pieces: its parameters, the start model, the before/after check, curves and samples.
 
-- ``NotebookParams``: ``RLParams`` plus the check's settings and the model to
-  fall back on when the start checkpoint (notebook 02's) is missing.
+- Notebook 03's parameters compose ``RLParams``, the check's ``CheckParams`` and ``RLNotebook`` (the model to fall
+  back on when the start checkpoint, notebook 02's, is missing; the step-level check's sizes); ``rl.config``.
 - ``start_model``: the checkpoint, or the fallback with a printed note.
 - ``before_after``: the start model and the RL checkpoint on held-out
-  procedural problems (notebook 02's set: same seed, none of the RL
+  procedural problems (the one held-out rule, ``thor_core.data.heldout``: notebook 02's seed, none of the RL
   questions), same rollout seeds, paired exact McNemar tests; written to
   ``before_after.json``.
 - ``step_check``: the step-level pass rate of both models on the failed
@@ -24,94 +24,62 @@ Not covered: the ablation ladder across stages (notebook 05).
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thor_core import viewer
+from thor_core.data import heldout
+from thor_core.evaluation.before_after import CheckParams, compare_models
+from thor_core.evaluation.before_after import before_after_table as evaluation_table
+from thor_core.files import repo_path
 from thor_core.record import Trajectory, read_jsonl
 from thor_core.rl import step_check as sc
-from thor_core.rl.config import RLParams
-from thor_core.rl.run import read_metrics
+from thor_core.rl.config import RLNotebook, RLParams
+from thor_core.rl.run import read_metrics, resolve_start_model, training_problems
 from thor_core.rl.step_check import step_check_table  # noqa: F401 (notebook 03 shows it)
-from thor_core.runs import repo_path
-from thor_core.sft_eval import before_after_table as sft_before_after_table
-from thor_core.sft_eval import check_rollout_config, compare_models
+from thor_core.stats import trend_test
 
 RESULT = "before_after.json"
 CURVES = (("reward", "episode reward"), ("accuracy", "accuracy"), ("tool_success", "tool-call success"),
           ("step_pass_rate", "step-level pass rate"))  # fmt: skip
 
 
-@dataclass
-class NotebookParams(RLParams):
-    """Parameters of notebook 03 (params/*/03_rl.yaml): training, then the before/after check."""
-
-    fallback_model: str = field(
-        default="embedded:qwen2.5-coder-0.5b-instruct", metadata={"help": "start model when `model` is missing"}
-    )
-    heldout_n: int = field(default=20, metadata={"help": "held-out procedural problems for the check (0: skip)"})
-    heldout_seed: int = field(default=9001, metadata={"help": "their generator seed (notebook 02's)"})
-    eval_k: int = field(default=2, metadata={"help": "samples per held-out problem"})
-    eval_temperature: float = field(default=0.6, metadata={"help": "sampling temperature of the check"})
-    eval_max_new_tokens: int = field(default=768, metadata={"help": "completion budget of the check"})
-    eval_max_tool_rounds: int = field(default=4, metadata={"help": "code calls per answer in the check"})
-    eval_seed: int = field(default=0, metadata={"help": "rollout seed of the check, the same for both models"})
-    step_check_n: int = field(
-        default=16, metadata={"help": "held-out step-level check: failed calls of the start model's answers (0: skip)"}
-    )
-    step_check_k: int = field(default=4, metadata={"help": "continuations per prefix in the step-level check"})
-    show_trajectories: int = field(default=2, metadata={"help": "rollouts shown before and after"})
-    run_dir: str | None = field(default=None, metadata={"help": "run folder (run_notebook sets it)"})
-    output_dir: str | None = field(default=None, metadata={"help": "run folder (null: outputs/adhoc/03_rl)"})
-
-    def training(self, model: str, out_dir: str | os.PathLike) -> RLParams:
-        names = {f.name for f in dataclasses.fields(RLParams)}
-        return RLParams(**{**{n: getattr(self, n) for n in names}, "model": model, "output_dir": str(out_dir)})
-
-    def rollout_config(self):
-        return check_rollout_config(self)
-
-
-def start_model(p: NotebookParams) -> tuple[str, str | None]:
+def start_model(p: RLParams, nb: RLNotebook) -> tuple[str, str | None]:
     """(model to start from, a note when it is the fallback)."""
     if repo_path(p.model).exists() or not p.model.startswith(("outputs", ".", "/")):
         return p.model, None
-    return p.fallback_model, (
+    return nb.fallback_model, (
         f"note: the start model {p.model} does not exist (run notebook 02 first for the method's chain); "
-        f"starting from {p.fallback_model} instead"
+        f"starting from {nb.fallback_model} instead"
     )
 
 
-def heldout_problems(p: NotebookParams, training) -> tuple[list, dict[str, Any]]:
-    """``heldout_n`` generated problems none of the RL questions duplicate."""
-    from thor_core.problems import find_overlap, generate_problems
-
-    candidates = generate_problems(2 * p.heldout_n + 20, seed=p.heldout_seed)
-    clashes = {a for a, _ in find_overlap(candidates, [training])}
-    kept = [c for c in candidates if c.id not in clashes][: p.heldout_n]
-    return kept, {"seed": p.heldout_seed, "n": len(kept), "excluded": len(clashes)}
+def heldout_problems(p: RLParams, check: CheckParams) -> tuple[list, dict[str, Any]]:
+    """The check's held-out problems (``data.heldout``): none of the RL training problems (the same seed as notebook
+    02's check, so the two checks share their problems wherever neither excludes one)."""
+    return heldout.heldout_problems(check.heldout_n, check.heldout_seed, {"rl training problems": training_problems(p)})
 
 
-def before_after(p: NotebookParams, out_dir, start: str, final: str, sandbox, grader=None) -> dict[str, Any]:
-    """The start model and the RL checkpoint on held-out problems (``sft_eval.compare_models``)."""
-    from thor_core.rl.run import resolve_start_model, training_problems
-
-    problems, note = heldout_problems(p, training_problems(p))
+def before_after(p: RLParams, check: CheckParams, start: str, final: str, sandbox, grader=None) -> dict[str, Any]:
+    """The start model and the RL checkpoint on held-out problems (``evaluation.before_after.compare_models``)."""
+    problems, note = heldout_problems(p, check)
     models = {"start": resolve_start_model(start), "rl": str(final)}
-    return compare_models(models, problems, note, p, out_dir, sandbox, grader, "tir" if p.tools else "cot")
+    mode = "tir" if p.tools else "cot"
+    return compare_models(models, problems, note, check, p.backend, p.out(), sandbox, grader, mode)
 
 
 def before_after_table(report: dict[str, Any]) -> str:
-    return sft_before_after_table(report, labels=("start", "RL"))
+    return evaluation_table(report, labels=("start", "RL"))
 
 
-def step_check(p: NotebookParams, out_dir, check: dict[str, Any], sandbox) -> dict[str, Any] | None:
+def step_check(
+    p: RLParams, check: CheckParams, nb: RLNotebook, report: dict[str, Any], sandbox
+) -> dict[str, Any] | None:
     """``step_check.step_check`` on the before/after check's models and the start model's answers."""
-    models = dict(check["models"])
-    start_answers = check["records"][next(iter(models))]
-    return sc.step_check(p, models, start_answers, out_dir, sandbox, p.step_check_n, p.step_check_k, p.eval_seed)
+    models = dict(report["models"])
+    start_answers = report["records"][next(iter(models))]
+    return sc.step_check(p, models, start_answers, p.out(), sandbox, nb.step_check_n, nb.step_check_k, check.eval_seed)
 
 
 def plot_curves(out_dir: str | os.PathLike) -> Path:
@@ -157,8 +125,6 @@ TRENDS = (("reward", "episode_rollouts", "episode reward (training questions)"),
 
 def trends(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For each of ``TRENDS``: successes / trials per step (rate x trials, rounded) and the trend test over steps."""
-    from thor_core.stats import trend_test
-
     out = []
     for key, trials_key, label in TRENDS:
         steps = [r for r in rows if r.get(trials_key)]
@@ -210,7 +176,5 @@ def episode_with_regenerations(out_dir, step: int, n: int = 1) -> list[tuple[Tra
 
 def write_viewer(out_dir, tokenizer, per_step: int = 2) -> Path:
     """``trajectories.html``: ``per_step`` rollouts of every saved step with their step-level regenerations."""
-    from thor_core import viewer
-
     pairs = [pair for s in saved_steps(out_dir) for pair in episode_with_regenerations(out_dir, s, per_step)]
     return viewer.write_html(pairs, Path(out_dir) / "trajectories.html", tokenizer, title="RL rollouts")

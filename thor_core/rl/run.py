@@ -1,7 +1,8 @@
 """The folder of one RL run: checkpoints and resuming, metrics, samples, the final model.
 
 Layout of ``<out>/``: ``rl_params.json`` (the settings it was started with;
-a resumed run must match, ``RESUME_FREE`` aside), ``checkpoints/step-N/``
+a resumed run must match, ``RESUME_FREE`` aside), ``problems.jsonl`` (the training problems, which
+held-out sets avoid), ``checkpoints/step-N/``
 (``accelerate`` state: model, optimizer, scheduler, RNG per rank; then
 ``trainer_state.json``, written last, so a folder without it is torn and
 ignored), ``metrics.jsonl`` (one line per step; lines of steps a kill undid
@@ -24,8 +25,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from thor_core.data.benchmarks import load_benchmark
+from thor_core.data.problems import assert_no_overlap, generate_problems, write_problems
+from thor_core.files import check_settings, read_jsonl_rows, repo_path, write_json_atomic
+from thor_core.models import resolve_model
 from thor_core.record import write_jsonl
-from thor_core.runs import repo_path, write_json_atomic
 
 PARAMS_FILE = "rl_params.json"
 SUMMARY = "rl_summary.json"
@@ -39,8 +43,6 @@ RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "outpu
 
 def resolve_start_model(name: str) -> str:
     """A local folder (relative to the repo) or a name ``thor_core.models`` resolves; missing: a clear error."""
-    from thor_core.models import resolve_model
-
     local = repo_path(name)
     if local.exists():
         if not (local / "config.json").exists():
@@ -56,11 +58,7 @@ def resolve_start_model(name: str) -> str:
 
 def training_problems(p) -> list:
     """The RL questions: generated (no overlap with the evaluation sets) or a benchmark, short prompts only."""
-    from thor_core.data import load_benchmark
-
     if p.problems == "generated":
-        from thor_core.problems import assert_no_overlap, generate_problems
-
         problems = generate_problems(p.n_problems, p.problem_seed, levels=p.levels)
         assert_no_overlap(problems)
     else:
@@ -110,16 +108,10 @@ def prepare_folder(trainer, p) -> bool:
         out.mkdir(parents=True, exist_ok=True)
         for torn in (out / "checkpoints").glob("*.tmp") if (out / "checkpoints").exists() else []:
             shutil.rmtree(torn, ignore_errors=True)
-        params = out / PARAMS_FILE
-        if params.exists():
-            old, new = json.loads(params.read_text()), _settings(p)
-            if changed := sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)):
-                raise ValueError(
-                    f"{out} holds an RL run made with other settings ({', '.join(changed)} differ, see {PARAMS_FILE});"
-                    " pass overwrite=True to start over, or use another output_dir"
-                )
-        else:
-            write_json_atomic(params, _settings(p))
+        check_settings(
+            out / PARAMS_FILE, _settings(p), "an RL run", "pass overwrite=True to start over, or use another output_dir"
+        )
+        write_problems(trainer.problems, out)  # for held-out sets that must avoid them (thor_core.data.heldout)
     acc.wait_for_everyone()
     if is_finished(out) and json.loads((out / SUMMARY).read_text()).get("steps") == p.steps:
         return False
@@ -290,16 +282,7 @@ class MetricsLog:
 
 
 def read_metrics(out: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(out) / METRICS
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line a kill cut short
-            break
-    return rows
+    return read_jsonl_rows(Path(out) / METRICS)
 
 
 def write_samples(out: Path, step: int, records) -> None:

@@ -28,13 +28,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from thor_core.provenance import model_fingerprint
+from thor_core.backends import make_backend
+from thor_core.engine.rollout import mix_seed, run_rollouts
+from thor_core.files import write_json_atomic
+from thor_core.models import model_fingerprint, resolve_model
 from thor_core.record import read_jsonl, write_jsonl
 from thor_core.rl import batch as rb
 from thor_core.rl.config import RLParams
 from thor_core.rl.trainer import rollout_configs
-from thor_core.rollout import mix_seed, run_rollouts
-from thor_core.runs import write_json_atomic
 from thor_core.stats import mcnemar_exact, paired_outcomes, wilson_interval
 
 RESULT = "step_check.json"
@@ -104,9 +105,6 @@ def step_check(
     they have no failed call.
     """
     from transformers import AutoTokenizer
-
-    from thor_core.backends import make_backend
-    from thor_core.models import resolve_model
 
     out_dir = Path(out_dir)
     q = check_params(p, n, k, seed)

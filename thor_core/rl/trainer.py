@@ -49,15 +49,19 @@ from typing import Any
 
 import torch
 
-from thor_core.backends.base import SamplingParams, release_freed_memory
+from thor_core import tir
+from thor_core.backends import make_backend
+from thor_core.backends.base import release_freed_memory
+from thor_core.engine.rollout import RolloutConfig, RolloutTask, mix_seed, replay_calls, rollout_config, run_rollouts
+from thor_core.grading import Grader
+from thor_core.hardware import bf16_autocast
 from thor_core.progress import mode as progress_mode
-from thor_core.provenance import bf16_autocast
 from thor_core.rl import batch as rb
 from thor_core.rl import run as rr
 from thor_core.rl.config import RLParams
 from thor_core.rl.losses import batch_totals, nll_weights, policy_loss, token_weights, truncated_is_weight
 from thor_core.rl.policy import engine_weights, load_policy, token_logprobs
-from thor_core.rollout import RolloutConfig, RolloutTask, mix_seed, replay_calls, run_rollouts
+from thor_core.sandbox import Sandbox, SandboxConfig
 
 # Timed-out calls re-run alone when a step's timeouts pass infra_failure_limit (Trainer._check_infrastructure).
 INFRA_RERUNS = 8
@@ -69,21 +73,13 @@ class InfrastructureFailure(RuntimeError):
 
 def rollout_configs(p: RLParams) -> tuple[RolloutConfig, RolloutConfig]:
     """(episode, step-level) engine settings."""
-    sampling = SamplingParams(temperature=p.temperature, top_p=p.top_p)
-    episode = RolloutConfig(
-        max_new_tokens=p.max_new_tokens,
-        max_tool_rounds=p.max_tool_rounds,
-        tools=p.tools,
-        sampling=sampling,
-        stop_at_failed_call=p.stop_at_failed_call,
-        code_timeout_s=p.code_timeout_s,
-    )
-    step = RolloutConfig(
-        max_new_tokens=p.max_new_tokens + p.step_max_new_tokens,
+    episode = rollout_config(p, tools=p.tools)  # the tasks carry their seeds
+    step = rollout_config(
+        p,
+        max_new_tokens=p.max_new_tokens + p.step_max_new_tokens,  # the prefix's tokens count against the budget
         max_tool_rounds=1,
-        sampling=sampling,
         stop_after_code=True,
-        code_timeout_s=p.code_timeout_s,
+        stop_at_failed_call=False,
     )
     return episode, step
 
@@ -104,7 +100,7 @@ class Trainer:
         model, self.tokenizer = load_policy(self.model_path, p.method, p.lora_r, p.lora_alpha, p.gradient_checkpointing)
         self.ref = copy.deepcopy(model).eval().requires_grad_(False) if p.kl_beta and p.method == "full" else None
         trainable = [x for x in model.parameters() if x.requires_grad]
-        # fused: torch's per-tensor AdamW path is ~5x slower on the CPU (benchmarks/rl_step.py); TRL fuses too
+        # fused, as TRL's default: the per-tensor AdamW path is several times slower on the CPU (BENCHMARKS.md, RL step)
         optimizer = torch.optim.AdamW(trainable, lr=p.learning_rate, weight_decay=p.weight_decay, fused=True)
         warm = max(p.warmup_steps, 0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
@@ -124,8 +120,6 @@ class Trainer:
 
     def _episode_tasks(self, questions, step: int) -> list[RolloutTask]:
         mode = "tir" if self.p.tools else "cot"
-        from thor_core import tir
-
         tasks = []
         for i, problem in questions:
             prompt = self.tokenizer.encode(
@@ -333,7 +327,7 @@ class Trainer:
         rows, metrics, records = self.collect(step, backend, sandbox, grader)
         metrics.update(self.update(rows))
         del rows  # the update's activations and this step's tensors go back to the system before the next rollouts
-        release_freed_memory()  # (glibc keeps them in the training thread's arena otherwise: ~3 GB a step, 0.5B fp32)
+        release_freed_memory()  # (glibc keeps them in the training thread's arena otherwise; docs/BENCHMARKS.md)
         metrics["time/sync_s"] = self.push_weights(backend)
         metrics["time/step_s"] = time.monotonic() - t0
         metrics["lr"] = self.scheduler.get_last_lr()[0]
@@ -348,9 +342,6 @@ class Trainer:
     # -- the run ---------------------------------------------------------
     def train(self, backend=None) -> dict[str, Any]:
         """The run; ``backend`` replaces the engine made from ``p.backend`` (tests pass a scripted one)."""
-        from thor_core.backends import make_backend
-        from thor_core.grading import Grader
-
         p = self.p
         resumed = rr.prepare_folder(self, p)
         if rr.is_finished(self.out):
@@ -360,8 +351,6 @@ class Trainer:
                 backend = stack.enter_context(make_backend(p.backend, self.model_path, **rr.backend_options(p)))
             sandbox = None
             if p.tools:
-                from thor_core.sandbox import Sandbox, SandboxConfig
-
                 sandbox = stack.enter_context(Sandbox(SandboxConfig()))
                 sandbox.health_check()
             grader = stack.enter_context(Grader())

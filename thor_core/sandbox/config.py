@@ -57,8 +57,9 @@ if "numpy" in sys.modules:
 # Run by every spare (a session's next-cell process) while it waits for its
 # cell, one line at a time, stopping at the first line that fails or as soon
 # as the cell arrives. A spare is a copy-on-write fork of the session state:
-# the first write to each inherited page copies it (~4.6 us here), and a warm
-# sympy call writes ~1,600 of them (reference counts, caches). Running such
+# the first write to each inherited page copies it, and a warm sympy call
+# writes over a thousand of them (reference counts, caches; the numbers:
+# docs/BENCHMARKS.md, "Sandbox"). Running such
 # calls ahead copies those pages while the model is still writing, so the
 # cell itself mostly finds them private. The expressions differ from the
 # warm-up's on purpose: the pages are sympy's, not one expression's.
