@@ -384,3 +384,41 @@ def test_run_notebook_failure_names_cell(tmp_path, monkeypatch):
     assert m["status"] == "failed" and m["error"]["type"] == "ParamsError"
     assert "mode: got 'fsat'" in m["error"]["message"] and "repeat: got '2'" in m["error"]["message"]
     assert [p["status"] for p in m["previous_runs"]] == ["failed"]
+
+
+def test_a_flat_profile_splits_into_its_schemas_and_every_problem_is_named():
+    @dataclass
+    class Stage:
+        n: int = 1
+        seed: int = 0
+
+    @dataclass
+    class Check:
+        k: int = 2
+        seed: int = 0
+
+    stage, check = params.split_params((Stage, Check), {"n": 3, "k": 4, "seed": 7})
+    assert stage == Stage(n=3, seed=7) and check == Check(k=4, seed=7)  # a shared key goes to both
+    with pytest.raises(ParamsError) as e:
+        params.split_params((Stage, Check), {"nn": 3, "k": "many"}, "p.yaml")
+    assert "nn: unknown parameter (did you mean 'n'?)" in str(e.value) and "k: got 'many'" in str(e.value)
+    assert "Stage + Check (from p.yaml)" in str(e.value)
+
+
+def test_jsonl_rows_survive_a_torn_last_line_and_name_a_torn_middle_one(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    assert files.read_jsonl_rows(path) == []
+    path.write_text('{"step": 1}\n{"step": 2}\n{"st')
+    assert files.read_jsonl_rows(path) == [{"step": 1}, {"step": 2}]
+    path.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
+    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+        files.read_jsonl_rows(path)
+
+
+def test_a_resumable_folder_refuses_other_settings_naming_them(tmp_path):
+    path = tmp_path / "run" / "settings.json"
+    files.check_settings(path, {"lr": 1, "loop": {"k": 2}}, "records", "start over")
+    files.check_settings(path, {"lr": 1, "loop": {"k": 2}}, "records", "start over")
+    with pytest.raises(ValueError, match=r"holds records made with other settings \(loop.k, lr differ.*start over"):
+        files.check_settings(path, {"lr": 2, "loop": {"k": 3}}, "records", "start over")
+    files.check_settings(path, {"lr": 1, "loop": {"k": 2}, "sha": "x"}, "records", "start over", optional=("sha",))

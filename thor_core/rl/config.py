@@ -38,8 +38,12 @@ class RLParams:
         "thor",
         "cot: RL without tools (T2); episode: episode-level GRPO with tools (T4); thor: episode + step level (T5)",
     )
-    output_dir: str | None = _f(None, "run folder: metrics.jsonl, checkpoints/, final/, samples/ (null: outputs/adhoc/03_rl)")
-    problems: str = _f("generated", "'generated' (procedural, offline) or a benchmark name / file thor_core.data.benchmarks loads")
+    output_dir: str | None = _f(
+        None, "run folder: metrics.jsonl, checkpoints/, final/, samples/ (null: outputs/adhoc/03_rl)"
+    )
+    problems: str = _f(
+        "generated", "'generated' (procedural, offline) or a benchmark name / file thor_core.data.benchmarks loads"
+    )
     n_problems: int = _f(512, "training questions (the data loops over them in a seeded order, epoch after epoch)")
     problem_seed: int = _f(2027, "seed of the generated problems (differs from TIRGen's and the held-out sets')")
     levels: list[int] = _f(lambda: [1, 2, 3], "difficulty levels of generated problems")
