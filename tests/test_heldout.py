@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from thor_core import files
-from thor_core.data.heldout import heldout_problems, recorded_problems
-from thor_core.data.problems import find_overlap, generate_problems, write_problems
+from thor_core.data.heldout import find_overlap, heldout_problems, recorded_problems, write_problems
+from thor_core.data.problems import generate_problems
 from thor_core.evaluation.before_after import CheckParams
 from thor_core.evaluation.rungs import RungsParams
 from thor_core.files import REPO_ROOT

@@ -14,7 +14,8 @@ from math import isqrt
 import pytest
 
 from thor_core.data.benchmarks import Problem, load_benchmark
-from thor_core.data.problems import KINDS, LEVELS, assert_no_overlap, find_overlap, generate_problems
+from thor_core.data.heldout import assert_no_overlap, find_overlap
+from thor_core.data.problems import KINDS, LEVELS, generate_problems
 from thor_core.grading import Grader
 
 # ------------------------------------------------ reading the gold LaTeX

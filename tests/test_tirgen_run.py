@@ -16,7 +16,7 @@ from thor_core import tir
 from thor_core.backends.scripted import ScriptedBackend
 from thor_core.data import sft_examples as sft_data
 from thor_core.data.benchmarks import Problem
-from thor_core.data.problems import read_problems
+from thor_core.data.heldout import read_problems, write_problems
 from thor_core.record import read_jsonl
 from thor_core.tirgen import steps as tirgen
 
@@ -41,7 +41,7 @@ def params(**kw) -> tirgen.TIRGenParams:
 def generate(tok, sandbox, probs, out_dir, **kw):
     p = params(**kw)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tirgen.write_problems(probs, out_dir)
+    write_problems(probs, out_dir)
     actor, critic = ScriptedBackend(tok, actor_policy), ScriptedBackend(tok, make_critic_policy())
     tirgen.generate(actor, critic, sandbox, probs, p, out_dir, progress=False)
     return tirgen.finalize(out_dir, tok, p)

@@ -19,7 +19,7 @@ Covered:
 
 Not covered: downloading anything at test time, HumanEval+/MBPP+/LiveCodeBench
 (``evalplus`` fetches its data at run time), the other nine mmath languages,
-and deduplication across sets (see ``thor_core.data.problems.assert_no_overlap``).
+and deduplication across sets (see ``thor_core.data.heldout.assert_no_overlap``).
 """
 
 from __future__ import annotations

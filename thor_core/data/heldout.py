@@ -1,25 +1,89 @@
-"""The one held-out rule: generated problems that none of the given training problems duplicate.
+"""Training and evaluation problems kept apart: the overlap checks, the problems each training run records, and the
+one held-out rule (generated problems that none of the given training problems duplicate).
+
+- ``find_overlap`` / ``assert_no_overlap``: normalised question text against evaluation sets (default: the offline
+  benchmarks); TIRGen and RL refuse generated training problems that duplicate an evaluation question.
+- ``write_problems`` / ``read_problems``: the ``problems.jsonl`` a training run records (TIRGen, RL).
+- ``heldout_problems``: the held-out sets of the checks, described next.
 
 Notebooks 02 (SFT's before/after check), 03 (RL's) and 04 (the ladder's ``heldout`` benchmark) all draw their held-out
 set here, each excluding what its models were trained on: 02 the SFT dataset's questions and TIRGen's problems, 03 the
 RL training problems, 04 the problems recorded in the chain's run folders (``heldout_exclude``: TIRGen's and RL's
-``problems.jsonl``). Questions are compared by normalised text (``problems.find_overlap``). The same seed gives the
+``problems.jsonl``). Questions are compared by normalised text (``find_overlap``). The same seed gives the
 same set wherever nothing is excluded, so the three checks share their problems (seed 9001 in every profile).
 
 Not covered: near-duplicates (the same problem with other numbers is a different problem here, as it is for a
 model); overlap with hub benchmarks (generated problems are checked against the offline evaluation sets when drawn
-for training, ``problems.assert_no_overlap``).
+for training, ``assert_no_overlap``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from thor_core.data.benchmarks import Problem
-from thor_core.data.problems import find_overlap, generate_problems, read_problems
-from thor_core.files import repo_path
+from thor_core.data.benchmarks import Problem, load_benchmark
+from thor_core.data.problems import generate_problems
+from thor_core.files import iter_json_lines, repo_path
+
+EVAL_BENCHMARKS = ("math500_mmath", "aime24", "aime25", "cnmo")  # the offline evaluation sets
+PROBLEMS_FILE = "problems.jsonl"
+
+
+def normalize_question(text: str) -> str:
+    """Lower-case text with LaTeX delimiters, punctuation and whitespace removed (for overlap checks)."""
+    text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad)", "", text.lower())
+    return re.sub(r"[^a-z0-9]+", "", text)
+
+
+def find_overlap(
+    problems: Iterable[Problem], benchmarks: Iterable[str | Problem | Sequence[Problem]] = EVAL_BENCHMARKS
+) -> list[tuple[str, str]]:
+    """(problem id, benchmark problem id) pairs whose normalised questions are equal.
+
+    ``benchmarks`` holds benchmark names (loaded with ``load_benchmark``),
+    ``Problem`` objects, or lists of them.
+    """
+    reference: dict[str, str] = {}
+    for item in benchmarks:
+        group = load_benchmark(item) if isinstance(item, str) else ([item] if isinstance(item, Problem) else item)
+        for p in group:
+            reference.setdefault(normalize_question(p.question), p.id)
+    return [(p.id, reference[key]) for p in problems if (key := normalize_question(p.question)) in reference]
+
+
+def assert_no_overlap(
+    problems: Iterable[Problem], benchmarks: Iterable[str | Problem | Sequence[Problem]] = EVAL_BENCHMARKS
+) -> None:
+    """Raise ValueError naming every generated question that also appears in an evaluation set."""
+    clashes = find_overlap(problems, benchmarks)
+    if clashes:
+        shown = ", ".join(f"{a} = {b}" for a, b in clashes[:10])
+        raise ValueError(
+            f"{len(clashes)} training problems duplicate evaluation questions ({shown}"
+            f"{', ...' if len(clashes) > 10 else ''}); drop them or change the seed"
+        )
+
+
+def write_problems(problems: Sequence[Problem], folder: str | os.PathLike) -> None:
+    """``<folder>/problems.jsonl``: the problems a training run used, so held-out sets can avoid them (atomic)."""
+    folder = Path(folder)
+    tmp = folder / f".{PROBLEMS_FILE}.tmp"
+    tmp.write_text("".join(json.dumps(dataclasses.asdict(q), ensure_ascii=False) + "\n" for q in problems))
+    os.replace(tmp, folder / PROBLEMS_FILE)
+
+
+def read_problems(folder: str | os.PathLike) -> list[Problem]:
+    """The problems :func:`write_problems` recorded in a run folder (TIRGen's and RL's write them)."""
+    path = Path(folder) / PROBLEMS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {folder} a TIRGen or RL run folder (notebooks 01, 03)?")
+    return [Problem(**row) for row in iter_json_lines(path)]
 
 
 def heldout_problems(

@@ -22,10 +22,7 @@ and level appears once ``n >= len(kinds) * len(levels)``. Each problem's
 ``metadata`` holds ``kind``, ``level``, ``template`` and the ``params`` the
 question was built from, so answers can be re-derived independently.
 
-``find_overlap`` / ``assert_no_overlap`` compare normalised question text with
-evaluation sets (default: the offline mmath benchmarks). ``write_problems`` /
-``read_problems``: the ``problems.jsonl`` a training run records (TIRGen, RL) so
-that held-out sets (``thor_core.data.heldout``) can avoid what was trained on.
+Keeping them apart from evaluation questions is ``thor_core.data.heldout``'s job.
 
 Not covered: word problems in natural settings, proofs, answers that are
 expressions in variables, or difficulty calibrated against a model.
@@ -33,22 +30,15 @@ expressions in variables, or difficulty calibrated against a model.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import random
-import re
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import sympy as sp
 
-from thor_core.data.benchmarks import Problem, load_benchmark
-from thor_core.files import iter_json_lines
+from thor_core.data.benchmarks import Problem
 
 LEVELS = (1, 2, 3)
-EVAL_BENCHMARKS = ("math500_mmath", "aime24", "aime25", "cnmo")
 
 Made = tuple[str, Any, str, dict]  # question, sympy answer (or ready LaTeX str), template, params
 
@@ -446,63 +436,3 @@ def generate_problems(
             )
         )
     return problems
-
-
-# ------------------------------------------------------------------ overlap
-
-
-def normalize_question(text: str) -> str:
-    """Lower-case text with LaTeX delimiters, punctuation and whitespace removed (for overlap checks)."""
-    text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad)", "", text.lower())
-    return re.sub(r"[^a-z0-9]+", "", text)
-
-
-def find_overlap(
-    problems: Iterable[Problem], benchmarks: Iterable[str | Problem | Sequence[Problem]] = EVAL_BENCHMARKS
-) -> list[tuple[str, str]]:
-    """(problem id, benchmark problem id) pairs whose normalised questions are equal.
-
-    ``benchmarks`` holds benchmark names (loaded with ``load_benchmark``),
-    ``Problem`` objects, or lists of them.
-    """
-    reference: dict[str, str] = {}
-    for item in benchmarks:
-        group = load_benchmark(item) if isinstance(item, str) else ([item] if isinstance(item, Problem) else item)
-        for p in group:
-            reference.setdefault(normalize_question(p.question), p.id)
-    return [(p.id, reference[key]) for p in problems if (key := normalize_question(p.question)) in reference]
-
-
-def assert_no_overlap(
-    problems: Iterable[Problem], benchmarks: Iterable[str | Problem | Sequence[Problem]] = EVAL_BENCHMARKS
-) -> None:
-    """Raise ValueError naming every generated question that also appears in an evaluation set."""
-    clashes = find_overlap(problems, benchmarks)
-    if clashes:
-        shown = ", ".join(f"{a} = {b}" for a, b in clashes[:10])
-        raise ValueError(
-            f"{len(clashes)} training problems duplicate evaluation questions ({shown}"
-            f"{', ...' if len(clashes) > 10 else ''}); drop them or change the seed"
-        )
-
-
-# ------------------------------------------------------------------ problem files
-
-
-PROBLEMS_FILE = "problems.jsonl"
-
-
-def write_problems(problems: Sequence[Problem], folder: str | os.PathLike) -> None:
-    """``<folder>/problems.jsonl``: the problems a training run used, so held-out sets can avoid them (atomic)."""
-    folder = Path(folder)
-    tmp = folder / f".{PROBLEMS_FILE}.tmp"
-    tmp.write_text("".join(json.dumps(dataclasses.asdict(q), ensure_ascii=False) + "\n" for q in problems))
-    os.replace(tmp, folder / PROBLEMS_FILE)
-
-
-def read_problems(folder: str | os.PathLike) -> list[Problem]:
-    """The problems :func:`write_problems` recorded in a run folder (TIRGen's and RL's write them)."""
-    path = Path(folder) / PROBLEMS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {folder} a TIRGen or RL run folder (notebooks 01, 03)?")
-    return [Problem(**row) for row in iter_json_lines(path)]

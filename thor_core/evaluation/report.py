@@ -4,7 +4,7 @@ Covered: ``describe`` (one line naming a run), ``benchmark_table``,
 ``tool_table`` (the 2x2 with chi-square), ``best_of_n_table``,
 ``summary_markdown`` (one run's ``summary.md``), ``render_trajectory``
 (Markdown of one record, failed calls and discarded retries labelled) and
-``pick_examples``. All take the summary dicts ``eval_metrics.summarize`` builds,
+``pick_examples``. All take the summary dicts ``metrics.summarize`` builds,
 or ``Trajectory`` records; nothing here calls a model.
 
 Not covered: figures (``thor_core.plots``, ``thor_core.evaluation.rungs``), HTML (``thor_core.viewer``).

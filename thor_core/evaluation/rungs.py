@@ -23,7 +23,7 @@ Covered:
   Pearson's chi-square (``stats.chi_square_2x2``). Two figures; ``write_report``.
 
 Not covered: paired tests between rungs (notebook 05, ``thor_core.runs.ladder``),
-HumanEval (``eval_code.evaluate_code``), the tokens of attempts that
+HumanEval (``code.evaluate_code``), the tokens of attempts that
 self-correction discarded (not in the policy-token counts; their time is in
 the wall time), and clustering of the k samples of a question (the intervals
 and p-values treat them as independent).

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from thor_core.data.benchmarks import load_benchmark
-from thor_core.data.problems import assert_no_overlap, generate_problems, write_problems
+from thor_core.data.heldout import assert_no_overlap, write_problems
+from thor_core.data.problems import generate_problems
 from thor_core.files import check_settings, read_jsonl_rows, repo_path, write_json_atomic
 from thor_core.models import resolve_model
 from thor_core.record import write_jsonl

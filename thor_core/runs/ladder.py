@@ -20,7 +20,7 @@ Covered:
 - Figures (``matplotlib.figure.Figure``, PNG and PDF in the run folder):
   the ladder with CIs, training curves (SFT loss, RL reward, tool success,
   step-level pass rate; NaN steps skipped), the TIRGen funnel and code-call
-  histogram (``tirgen_report.plot_funnel``), tokens per answer, best-of-N.
+  histogram (``thor_core.tirgen.report.plot_funnel``), tokens per answer, best-of-N.
 - ``missing``: each absent input and the command that makes it.
 
 Not covered: model calls of any kind, per-benchmark ladders (a rung pools its
@@ -282,7 +282,7 @@ def plot_training_curves(root: str | os.PathLike, out_dir: str | os.PathLike, pr
 
 
 def plot_tirgen(root: str | os.PathLike, out_dir: str | os.PathLike) -> Path | None:
-    """The TIRGen funnel and code-call histogram from 01_tirgen/stats.json (tirgen_report.plot_funnel); None without it."""
+    """The TIRGen funnel and code-call histogram from 01_tirgen/stats.json (thor_core.tirgen.report.plot_funnel); None without it."""
     stats = Path(root) / "01_tirgen" / "stats.json"
     if not stats.is_file():
         return None
@@ -310,7 +310,7 @@ def plot_tokens(ladders: list[Ladder], out_dir: str | os.PathLike) -> Path:
 
 
 def best_of_n(ladder: Ladder) -> dict[str, list[dict[str, Any]]]:
-    """Rung -> best-of-N curve (``eval_metrics.best_of_n_curve``) for rungs with 2+ samples of every question."""
+    """Rung -> best-of-N curve (``thor_core.evaluation.metrics.best_of_n_curve``) for rungs with 2+ samples of every question."""
     curves = {}
     for r in ladder.present:
         per_q: dict[str, int] = {}

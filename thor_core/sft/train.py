@@ -17,7 +17,7 @@ Covered:
   the option works whichever way the dataset was saved. Examples longer than
   ``max_length`` are cut at the end (TRL's ``keep_start``) and counted.
 - Full fine-tuning, or LoRA (peft): the adapter goes to ``<out>/adapter`` and
-  a merged plain model to ``<out>/final`` (``sft_run.merge_lora``); full
+  a merged plain model to ``<out>/final`` (``thor_core.sft.folder.merge_lora``); full
   fine-tuning saves ``<out>/final`` directly. HF format with the tokenizer and
   chat template, published atomically.
 - Resuming (rules in ``thor_core.sft.folder``): checkpoints every ``save_steps``;
@@ -53,7 +53,7 @@ from thor_core.files import repo_path, write_json_atomic
 from thor_core.hardware import bf16_autocast
 from thor_core.models import resolve_model
 from thor_core.params import ParamsError
-from thor_core.sft import folder as sft_run
+from thor_core.sft import folder as run_folder
 from thor_core.sft.config import SFTParams, load_params
 
 # ------------------------------------------------------------------ data
@@ -180,9 +180,9 @@ def train(p: SFTParams) -> dict[str, Any]:
     state = PartialState()
     if state.num_processes != cfg.world_size:
         raise RuntimeError(f"{state.num_processes} processes joined, the config expected {cfg.world_size}")
-    if sft_run.is_finished(out) and not p.overwrite:
-        sft_run.check_settings(out, p, "a finished run")
-        return sft_run.read_summary(out)
+    if run_folder.is_finished(out) and not p.overwrite:
+        run_folder.check_settings(out, p, "a finished run")
+        return run_folder.read_summary(out)
     raw = load_sft_dataset(p.dataset_path())  # fails at once, saying what to run first
     folder = resolve_model(p.model)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -190,11 +190,11 @@ def train(p: SFTParams) -> dict[str, Any]:
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         if p.overwrite:
-            sft_run.clear(out)
-        sft_run.drop_torn_checkpoints(out)
-        if not sft_run.complete_checkpoints(out):
-            sft_run.forget_settings(out)
-        sft_run.check_settings(out, p, "checkpoints")
+            run_folder.clear(out)
+        run_folder.drop_torn_checkpoints(out)
+        if not run_folder.complete_checkpoints(out):
+            run_folder.forget_settings(out)
+        run_folder.check_settings(out, p, "checkpoints")
         shutil.rmtree(out / "final.tmp", ignore_errors=True)
     state.wait_for_everyone()
     t0 = time.monotonic()
@@ -209,13 +209,13 @@ def train(p: SFTParams) -> dict[str, Any]:
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=lora_config(p),
-        callbacks=[sft_run.loss_callback(out, cfg.disable_tqdm)],
+        callbacks=[run_folder.loss_callback(out, cfg.disable_tqdm)],
     )
     trainer.remove_callback(PrinterCallback)  # our callback prints plainer lines
-    checkpoints = sft_run.complete_checkpoints(out)
+    checkpoints = run_folder.complete_checkpoints(out)
     resumed = checkpoints[-1] if checkpoints else None
     result = trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
-    steps_before = sft_run.checkpoint_step(resumed) if resumed else 0
+    steps_before = run_folder.checkpoint_step(resumed) if resumed else 0
 
     trainable = sum(x.numel() for x in trainer.model.parameters() if x.requires_grad)
     trainer.model.config.use_cache = True  # saved for generation, whatever training used
@@ -225,7 +225,7 @@ def train(p: SFTParams) -> dict[str, Any]:
         tmp = out / "final.tmp"
         trainer.save_model(str(tmp))
         if state.is_main_process:
-            sft_run.publish(tmp, out / "final")
+            run_folder.publish(tmp, out / "final")
     log = trainer.state.log_history
     global_step = trainer.state.global_step
     del trainer
@@ -233,7 +233,7 @@ def train(p: SFTParams) -> dict[str, Any]:
     summary = {}
     if state.is_main_process:
         if p.method == "lora":
-            sft_run.merge_lora(str(folder), out / "adapter", out / "final", dtype=p.model_dtype)
+            run_folder.merge_lora(str(folder), out / "adapter", out / "final", dtype=p.model_dtype)
         losses = [h["loss"] for h in log if "loss" in h]
         labelled = sum(sum(x != IGNORE for x in row) for row in data["labels"])
         wall = round(time.monotonic() - t0, 2)
@@ -258,7 +258,7 @@ def train(p: SFTParams) -> dict[str, Any]:
             "adapter_dir": str(out / "adapter") if p.method == "lora" else None,
             "params": dataclasses.asdict(p),
         }
-        write_json_atomic(out / sft_run.SUMMARY, summary)
+        write_json_atomic(out / run_folder.SUMMARY, summary)
     state.wait_for_everyone()
     return summary
 

@@ -26,8 +26,8 @@ each token. Long CoT (``long_cot``): the critic works only inside the think
 block; once ``</think>`` is written the actor finishes alone.
 
 The run around it (``thor_core.tirgen.steps``) grades, filters, exports and
-resumes. Not covered here: filters (``tirgen_filters``), SFT export
-(``sft_data``).
+resumes. Not covered here: filters (``filters``), SFT export
+(``thor_core.data.sft_examples``).
 """
 
 from __future__ import annotations

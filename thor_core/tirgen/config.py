@@ -16,8 +16,7 @@ from typing import Any, Literal
 from thor_core.backends.base import SamplingParams
 from thor_core.models import DEFAULT_MODEL
 from thor_core.params import read_yaml_mapping, split_params
-from thor_core.tirgen import actor_critic
-from thor_core.tirgen import filters as tirgen_filters
+from thor_core.tirgen import actor_critic, filters
 
 BackendName = Literal["auto", "hf", "vllm", "openai"]  # a make_backend kind (backends.base.Backend is the class)
 
@@ -105,8 +104,8 @@ class TIRGenParams:
             code_timeout_s=self.code_timeout_s,
         )
 
-    def filter_config(self) -> tirgen_filters.FilterConfig:
-        return tirgen_filters.FilterConfig(
+    def filter_config(self) -> filters.FilterConfig:
+        return filters.FilterConfig(
             nontrivial=self.nontrivial_code, one_call_keep=self.one_call_keep, seed=self.seed
         )
 

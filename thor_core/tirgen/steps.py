@@ -36,7 +36,8 @@ from pathlib import Path
 from thor_core.backends import make_backend
 from thor_core.backends.base import SamplingParams
 from thor_core.data.benchmarks import Problem, load_benchmark
-from thor_core.data.problems import assert_no_overlap, generate_problems, read_problems, write_problems
+from thor_core.data.heldout import assert_no_overlap, read_problems, write_problems
+from thor_core.data.problems import generate_problems
 from thor_core.data.sft_examples import save_sft_dataset
 from thor_core.engine.rollout import make_tasks, rollout_config, run_coroutine
 from thor_core.evaluation.runner import GradedWriter, check_config, evaluate, load_records, math_grader
@@ -46,9 +47,7 @@ from thor_core.models import resolve_model
 from thor_core.progress import bar as progress_bar
 from thor_core.record import Trajectory, write_jsonl
 from thor_core.sandbox import Sandbox, SandboxConfig
-from thor_core.tirgen import actor_critic
-from thor_core.tirgen import filters as tirgen_filters
-from thor_core.tirgen import report as tirgen_report
+from thor_core.tirgen import actor_critic, filters, report
 from thor_core.tirgen.config import TIRGenParams, load_params
 
 # ------------------------------------------------------------------ problems
@@ -184,7 +183,7 @@ def finalize(out_dir: str | os.PathLike, tokenizer, p: TIRGenParams, cot_dropped
     out_dir = Path(out_dir)
     asked = {q.id for q in read_problems(out_dir)}
     attempts = [r for r in load_records(out_dir / "attempts.jsonl").values() if r.question_id in asked]
-    kept, funnel = tirgen_filters.select(attempts, p.filter_config())
+    kept, funnel = filters.select(attempts, p.filter_config())
     tmp = out_dir / ".kept.jsonl.tmp"
     write_jsonl(kept, tmp)
     os.replace(tmp, out_dir / "kept.jsonl")
@@ -194,7 +193,7 @@ def finalize(out_dir: str | os.PathLike, tokenizer, p: TIRGenParams, cot_dropped
         cot_path = out_dir / "cot_dropped.json"
         cot_dropped = set(json.loads(cot_path.read_text())) if cot_path.exists() else set()
     calls = json.loads((out_dir / "timing.json").read_text())["calls"] if (out_dir / "timing.json").exists() else []
-    stats = tirgen_report.statistics_of(
+    stats = report.statistics_of(
         attempts, kept, funnel, n_questions, len(cot_dropped), wall_seconds(calls, attempts)
     )
     write_json_atomic(out_dir / "stats.json", stats)
