@@ -31,7 +31,7 @@ smoke: $(VENV)/.installed
 # the machine first (CPU model and the flags that change run times several-fold), the 30 slowest tests last;
 # docs/TESTING.md records both per fresh-clone run
 test: $(VENV)/.installed
-	@$(PY) -c "from thor_core.runs.provenance import machine; print('machine:', machine())"
+	@$(PY) -c "from thor_core.hardware import machine; print('machine:', machine())"
 	$(PY) -m pytest -q tests --durations=30
 
 test-fast: $(VENV)/.installed
