@@ -422,3 +422,10 @@ def test_a_resumable_folder_refuses_other_settings_naming_them(tmp_path):
     with pytest.raises(ValueError, match=r"holds records made with other settings \(loop.k, lr differ.*start over"):
         files.check_settings(path, {"lr": 2, "loop": {"k": 3}}, "records", "start over")
     files.check_settings(path, {"lr": 1, "loop": {"k": 2}, "sha": "x"}, "records", "start over", optional=("sha",))
+
+
+def test_an_old_profile_key_that_moved_says_where():
+    from thor_core.tirgen.config import TIRGenParams
+
+    with pytest.raises(ParamsError, match="mask_tool_outputs: unknown parameter \\(moved to SFT"):
+        validate_params(TIRGenParams, {"mask_tool_outputs": True})

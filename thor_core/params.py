@@ -35,6 +35,21 @@ from thor_core.files import REPO_ROOT
 PARAMS = REPO_ROOT / "params"
 
 
+#: keys that moved to another stage's parameters: the hint an old profile's error gives instead of a near match
+MOVED = {
+    "mask_tool_outputs": "moved to SFT (params/<profile>/02_sft.yaml): TIRGen's export keeps every label and marks "
+    "the output blocks, SFT decides whether they train",
+}
+
+
+def unknown_hint(key: str, known) -> str:
+    """Why ``key`` is not a parameter here: where it moved, the nearest known name, or the known names."""
+    if key in MOVED:
+        return MOVED[key]
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known)
+
+
 class ParamsError(ValueError):
     """Bad parameters; ``problems`` holds one line per bad field."""
 
@@ -177,9 +192,7 @@ def validate_params(schema_cls: type, values: Mapping[str, Any], source: str | N
     problems, kwargs = [], {}
     for key, value in values.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(fields)
-            problems.append(f"{key}: unknown parameter ({hint})")
+            problems.append(f"{key}: unknown parameter ({unknown_hint(key, fields)})")
             continue
         tp = fields[key][1]
         try:
@@ -254,8 +267,7 @@ def split_params(schemas: Sequence[type], values: Mapping[str, Any], source: str
     declared = {name for s in schemas for name in _schema_fields(s)}
     problems, out = [], []
     for key in (k for k in values if k not in declared):
-        close = difflib.get_close_matches(str(key), sorted(declared), n=1)
-        problems.append(f"{key}: unknown parameter ({f'did you mean {close[0]!r}?' if close else 'see the schemas'})")
+        problems.append(f"{key}: unknown parameter ({unknown_hint(key, declared)})")
     for schema in schemas:  # every bad value is named too, not only the first schema's
         try:
             out.append(validate_params(schema, {k: v for k, v in values.items() if k in _schema_fields(schema)}))

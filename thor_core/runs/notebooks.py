@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import difflib
 import os
 import shutil
 import sys
@@ -24,7 +23,7 @@ from typing import Any
 
 from thor_core.files import OUTPUTS, REPO_ROOT
 from thor_core.hardware import machine
-from thor_core.params import ParamsError, profile_path, read_yaml_mapping
+from thor_core.params import ParamsError, profile_path, read_yaml_mapping, unknown_hint
 from thor_core.runs import provenance, start_run
 
 
@@ -58,9 +57,7 @@ def _declared_parameters(notebook: Path, params: Mapping[str, Any]) -> dict[str,
     problems = []
     for key in params:
         if key not in declared:
-            close = difflib.get_close_matches(key, sorted(declared), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(sorted(declared))
-            problems.append(f"{key}: not in the notebook's parameters cell ({hint})")
+            problems.append(f"{key}: not in the notebook's parameters cell ({unknown_hint(key, sorted(declared))})")
     if problems:
         raise ParamsError(notebook.name, problems)
     return declared
