@@ -123,6 +123,20 @@ def test_continuing_from_a_prefix_replays_the_sandbox_state(qwen_tokenizer, sand
     assert backend.requests[0].ids == first.prompt_ids + first.completion_ids
 
 
+def test_a_silent_cell_fails_by_the_rule_but_its_state_is_replayed(qwen_tokenizer, sandbox):
+    """A cell that prints nothing is a failed call (the authors' rule) yet its variables live on in the session; a
+    continuation from a prefix that holds one must see them too (step-level RL's prefixes, TIRGen's retries)."""
+    first, _ = run(qwen_tokenizer, sandbox, lambda c: "```python\nx = 21\n```\n", stop_after_code=True)
+    [silent] = first.tool_calls
+    assert not silent.success and silent.exited_cleanly and silent.kept_state
+    record, _ = run(
+        qwen_tokenizer, sandbox, lambda c: "```python\nprint(x * 2)\n```\n", prefix=first, stop_after_code=True
+    )
+    assert [c.observation for c in record.tool_calls][-1] == "42"  # replayed, not NameError
+    crashed, _ = run(qwen_tokenizer, sandbox, lambda c: "```python\ny = 1 / 0\n```\n", stop_after_code=True)
+    assert not crashed.tool_calls[0].kept_state  # a raising cell is rolled back, and not replayed
+
+
 def test_rl_shortcut_ends_at_the_first_failed_call(qwen_tokenizer, sandbox):
     def policy(context):
         reply = context.split("<|im_start|>assistant")[-1]

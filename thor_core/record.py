@@ -45,7 +45,9 @@ class ToolCall:
     ``code_span`` covers the policy tokens of the ```python block (fences
     included); ``output_span`` the inserted ```output block tokens (empty when
     the output was not inserted, e.g. a failed call that self-correction
-    retried).
+    retried). ``exited_cleanly``: the code ran to its end, so the session kept
+    its state, even when the call failed by the kit's rule (it printed nothing);
+    None in records from before the field (read as ``success``).
     """
 
     code: str
@@ -55,6 +57,12 @@ class ToolCall:
     output_span: tuple[int, int]
     timed_out: bool = False
     duration_s: float = 0.0
+    exited_cleanly: bool | None = None
+
+    @property
+    def kept_state(self) -> bool:
+        """Whether the session kept what this call did (a failed cell is rolled back; a silent one is not)."""
+        return self.success if self.exited_cleanly is None else self.exited_cleanly
 
     def __post_init__(self) -> None:
         self.code_span = tuple(self.code_span)

@@ -277,6 +277,7 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
                     output_span=output_span,
                     timed_out=result.timed_out,
                     duration_s=result.duration_s,
+                    exited_cleanly=result.exited_cleanly,
                 )
             )
             if cfg.stop_after_code:
@@ -312,9 +313,10 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
 
 
 def replay_calls(session, calls: Sequence[ToolCall], timeout_s: float | None) -> None:
-    """Run the successful ``calls`` again, in order, to give a new session their state (blocking)."""
+    """Run again, in order, the ``calls`` whose state the original session kept (``ToolCall.kept_state``: a
+    silent cell failed by the kit's rule but its variables lived on), to give a new session that state (blocking)."""
     for call in calls:
-        if call.success:
+        if call.kept_state:
             session.run(call.code, timeout_s)
 
 
