@@ -1,10 +1,11 @@
 """Self-correction at inference (the paper's section 2.4): when a code call fails, back off and write it again.
 
 The tool loop (``rollout.rollout_one``) asks :func:`wants_retry` after each executed call; on yes it cuts the
-completion back to :func:`backtrack_to` (``L_suf`` tokens before the failed block, never into the prompt or a given
-prefix), records the dropped text in a ``record.Correction`` and samples the suffix and the code again. At most
-``N_corr`` retries per failing call (``RolloutConfig.max_corrections``; reset after a success), each retry counting
-as a tool round. The paper uses N_corr = 4 and the authors' inference backtracks 500 tokens
+completion back to :func:`backtrack_to` (``L_suf`` tokens before the failed block, never into the prompt, a given
+prefix or an inserted output block: the floor moves to the end of each), records the dropped text in a
+``record.Correction`` and samples the suffix and the code again. At most ``N_corr`` retries per failing call
+(``RolloutConfig.max_corrections``; the count restarts once an output is inserted, i.e. after a call that is kept,
+successful or out of retries), each retry counting as a tool round. The paper uses N_corr = 4 and the authors' inference backtracks 500 tokens
 (``RolloutConfig.correction_suffix_tokens``); docs/METHOD.md lists what the profiles use.
 
 Not covered: correcting a wrong final answer without a failed call (the paper's method does not either).
@@ -30,5 +31,5 @@ def wants_retry(success: bool, cfg: _Limits, retries: int, rounds: int) -> bool:
 
 def backtrack_to(code_start: int, floor: int, cfg: _Limits) -> int:
     """The completion token to cut back to: ``correction_suffix_tokens`` before the failed block's first token,
-    never before ``floor`` (the end of the prompt or of a given prefix)."""
+    never before ``floor`` (the end of the given prefix or of the last inserted output block)."""
     return max(floor, code_start - cfg.correction_suffix_tokens)
