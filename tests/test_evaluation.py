@@ -152,6 +152,13 @@ def test_best_of_n_curve_by_hand():
     assert rows[4]["exec_pass_rate"] == pytest.approx(1.0)
     assert summarize(records, k=4, best_of_n=None)["best_of_n"] is None
     assert summarize(records[:1], k=1, best_of_n=2)["best_of_n"] is None  # k < N
+    # the authors' score for an answer without calls (1.0) changes the pick where such an answer meets calls that
+    # partly failed: s0 has no calls and is right, s1 half its calls and is wrong
+    pair = [rec("p", 0, True, answer="1"), rec("p", 1, False, calls=(True, False), answer="2")]
+    assert best_of_n_curve(pair, 2)[1]["exec_pass_rate"] == 0.0  # ours: s1 (0.5 > 0)
+    authors = best_of_n_curve(pair, 2, no_call_score=1.0)
+    assert authors[1]["exec_pass_rate"] == 1.0 and authors[1]["majority_vote"] == 1.0  # s0 (1.0 > 0.5)
+    assert summarize(pair, k=2, best_of_n=2, no_call_score=1.0)["best_of_n"] == authors
 
 
 # ------------------------------------------------------------ scripted runs

@@ -42,3 +42,13 @@ def test_papermill_reads_every_name_of_a_parameters_cell(notebook):
     cell = next(c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
     assigned = set(re.findall(r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=", cell.source, flags=re.M))
     assert assigned == set(papermill.inspect_notebook(str(notebook)))
+
+
+@pytest.mark.parametrize("profile", ["gpu-1.5b", "gpu-7b"])
+def test_the_gpu_rl_profiles_take_several_updates_per_rollout_batch(profile):
+    """The authors' off-policy schedule (docs/METHOD.md, RL settings): with one update per rollout batch the
+    importance ratio is always 1 and clip-higher and the dual clip never act."""
+    values = read_yaml_mapping(REPO_ROOT / "params" / profile / "03_rl.yaml")
+    updates, questions = values["updates_per_batch"], values["questions_per_step"]
+    assert updates > 1, f"{profile}: updates_per_batch {updates}: on-policy, the clips are inert"
+    assert questions % updates == 0 and questions // updates >= 16, (profile, questions, updates)  # whole updates

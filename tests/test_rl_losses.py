@@ -5,7 +5,9 @@ surrogate with eps_low / eps_high and the dual clip; the token weights
 (token-mean, per-sequence mean, per-level normalisation, masked tokens carry
 no gradient); partial losses over micro-batches / ranks built from global
 totals add up to the one-batch loss and gradient; the NLL term on positive
-rows; k3 KL; the truncated IS weight; and policy_loss against TRL 1.16's
+rows; k3 KL; the truncated IS weight; the importance ratio's statistics (exactly 1 and no
+clipping with one update per rollout batch, clipping from the second update on, on a toy policy run on the
+trainer's schedule); and policy_loss against TRL 1.16's
 ``GRPOTrainer._compute_loss`` with ``loss_type="dapo"``, called on a stub
 ``self`` (no model is built).
 """
@@ -26,6 +28,7 @@ from thor_core.rl.losses import (
     k3_kl,
     nll_weights,
     policy_loss,
+    ratio_stats,
     token_weights,
     truncated_is_weight,
 )
@@ -153,7 +156,9 @@ def test_split_batch_with_global_totals_adds_up(aggregation, separate):
     torch.testing.assert_close(results[0][0] + results[1][0], whole)
     torch.testing.assert_close(torch.cat([results[0][1], results[1][1]]), whole_grad)
     for key in whole_stats:
-        torch.testing.assert_close(results[0][2][key] + results[1][2][key], whole_stats[key])
+        pair = (results[0][2][key], results[1][2][key])
+        merged = {"ratio_min": min(pair), "ratio_max": max(pair)}.get(key, pair[0] + pair[1])
+        torch.testing.assert_close(merged, whole_stats[key])
     # a local normalisation (no global totals) does not add up: the totals matter
     local = [loss_and_grad(p, None, None)[0] for p in parts]
     assert not torch.allclose(local[0] + local[1], whole)
@@ -266,3 +271,71 @@ def test_policy_loss_matches_trl_dapo(beta, use_is):
     torch.testing.assert_close(lp.grad, lp_trl.grad)
     assert 0 < stats["clip_frac"] < 1  # both clip bounds were hit, and TRL counts the same tokens
     assert stats["clip_frac"].item() == pytest.approx(metrics["clip_ratio/region_mean"][0])
+
+
+def test_ratio_stats_hand_values_and_padding():
+    # trained tokens (w != 0): ratios 1.5, 1.1 (row 0) and 0.5 (row 1); the padding holds an inf log-prob
+    ratios = t([[1.5, 1.1, 1.0], [0.5, 1.0, 1.0]])
+    logp = torch.log(ratios)
+    logp[1, 2] = -math.inf
+    w = token_weights(t([[1, 1, 0], [1, 0, 0]]), "token_mean")  # 1/3 each
+    s = ratio_stats(logp, torch.zeros(2, 3, dtype=D), w)
+    mean = (1.5 + 1.1 + 0.5) / 3
+    assert s["loss_weight"].item() == pytest.approx(1.0)
+    assert s["ratio_mean"].item() == pytest.approx(mean)
+    assert s["ratio_dev_sq"].item() == pytest.approx((0.25 + 0.01 + 0.25) / 3)
+    assert (s["ratio_min"].item(), s["ratio_max"].item()) == pytest.approx((0.5, 1.5))
+    empty = ratio_stats(logp, logp, torch.zeros(2, 3, dtype=D))
+    assert empty["ratio_min"].item() == math.inf and empty["ratio_max"].item() == -math.inf
+
+
+def _toy_update_schedule(updates: int, lr: float = 3.0) -> list[dict[str, float]]:
+    """The trainer's schedule on a toy policy (one logit table over 5 tokens, 8 rows of 4 sampled tokens, group
+    advantages): old log-probs once before the first update, then ``updates`` mini-batches rows[u::U], one SGD
+    step each. Returns each update's ``policy_loss`` statistics."""
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.randn(5, generator=gen, dtype=D).requires_grad_(True)
+    ids = torch.randint(0, 5, (8, 4), generator=gen)
+    adv = group_advantages(t([1, 0, 0, 1, 1, 0, 1, 0]), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1]))
+    mask = torch.ones(8, 4, dtype=D)
+
+    def logp(rows):
+        return torch.log_softmax(theta, 0)[ids[rows]]
+
+    old = logp(torch.arange(8)).detach() if updates > 1 else None
+    opt = torch.optim.SGD([theta], lr=lr)
+    out = []
+    for u in range(updates):
+        rows = torch.arange(8)[u::updates]
+        lp = logp(rows)
+        loss, stats = policy_loss(lp, old[rows] if old is not None else lp.detach(), adv[rows],
+                                  token_weights(mask[rows]), dual_clip=3.0)  # fmt: skip
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append({k: float(v) for k, v in stats.items()})
+    return out
+
+
+def test_one_update_per_batch_is_on_policy_and_more_updates_let_the_clips_act():
+    from collections import Counter
+
+    from thor_core.rl.run import finalize_metrics, merge_stats
+
+    [on] = _toy_update_schedule(1)
+    assert on["ratio_mean"] == on["loss_weight"] and on["ratio_dev_sq"] == 0.0  # exactly, not approximately
+    assert on["ratio_min"] == on["ratio_max"] == 1.0 and on["clip_frac"] == 0.0
+    first, second = _toy_update_schedule(2)
+    # the first mini-batch is still at the old parameters; the second comes after the parameters moved
+    assert first["ratio_min"] == pytest.approx(1.0) and first["ratio_max"] == pytest.approx(1.0)
+    assert first["clip_frac"] == 0.0
+    assert second["ratio_max"] > 1.28 or second["ratio_min"] < 0.8
+    assert second["clip_frac"] > 0
+    # the step's metrics (thor_core.rl.run): means over both updates' tokens, extremes over both
+    m = finalize_metrics(dict(merge_stats(merge_stats(Counter(), first), second), optimizer_steps=2))
+    assert m["clip_frac"] == pytest.approx((first["clip_frac"] + second["clip_frac"]) / 2)
+    assert m["ratio_mean"] == pytest.approx((first["ratio_mean"] + second["ratio_mean"]) / 2)
+    assert m["ratio_std"] > 0
+    assert (m["ratio_min"], m["ratio_max"]) == (min(first["ratio_min"], second["ratio_min"]), second["ratio_max"])
+    m1 = finalize_metrics(dict(merge_stats(Counter(), on), optimizer_steps=1))
+    assert (m1["ratio_mean"], m1["ratio_std"], m1["ratio_min"], m1["ratio_max"], m1["clip_frac"]) == (1, 0, 1, 1, 0)

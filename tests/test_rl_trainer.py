@@ -4,7 +4,8 @@ The real engine path (vLLM / hf backends on the embedded model) runs end to end
 in tests/test_notebook_03.py. Here: every trainable parameter changes, the
 metrics and samples are written, a run killed mid-way (SIGKILL) resumes as if
 never stopped, two processes under ``accelerate launch`` match one process,
-LoRA weights are merged for the engine, and bad settings are refused.
+LoRA weights are merged for the engine, one update per rollout batch keeps the
+importance ratio at 1 while two let it move and the clips act, and bad settings are refused.
 """
 
 import json
@@ -167,6 +168,21 @@ def test_the_papers_separate_losses_with_several_updates_kl_and_truncated_is(ref
     assert row["optimizer_steps"] == 2 and row["kl"] >= 0 and row["loss"] == row["loss"]
     assert row["rows"] == 14  # the same batch as the joint on-policy run; only the objective differs
     assert _metrics(root / "ref")[0]["loss"] != pytest.approx(row["loss"])
+
+
+def test_one_update_per_batch_has_ratio_one_and_several_let_the_clips_act(reference):
+    """On-policy (the reference run, U = 1) the ratio is exactly 1 and nothing is clipped; with U = 2 the old
+    log-probs are taken before the first update and the second mini-batch sees moved parameters."""
+    root, problems, _ = reference
+    for row in _metrics(root / "ref"):
+        assert row["optimizer_steps"] == 1 and row["clip_frac"] == 0 and row["ratio_std"] == 0
+        assert row["ratio_mean"] == row["ratio_min"] == row["ratio_max"] == 1
+    out = root / "off-policy"
+    rl_scripted.run(out, problems, steps=1, updates_per_batch=2, learning_rate=1e-2)  # a large LR: moves at once
+    [row] = _metrics(out)
+    assert row["optimizer_steps"] == 2 and row["rows"] == 14  # the reference's first batch, in two updates
+    assert row["ratio_min"] < 0.8 or row["ratio_max"] > 1.28
+    assert row["ratio_std"] > 0 and row["clip_frac"] > 0
 
 
 def test_cot_mode_runs_without_tools(reference):

@@ -9,6 +9,7 @@ from thor_core.engine.best_of_n import (
     best_of_n_exec,
     best_of_n_exec_index,
     exec_pass_rate,
+    exec_score,
     majority_index,
     majority_vote,
     vote_key,
@@ -100,6 +101,18 @@ def test_pass_rate_is_a_fraction_not_a_count():
 def test_no_calls_rank_below_any_successful_call():
     records = [traj("7", (), "no calls"), traj("8", (False, False, True), "one third")]
     assert best_of_n_exec(records).metadata["name"] == "one third"
+
+
+def test_the_authors_no_call_score_ties_a_code_free_answer_with_all_calls_working():
+    records = [traj("7", (), "no calls"), traj("8", (False, False, True), "one third"), traj("9", (True,), "all")]
+    assert exec_score(records[0]) == 0.0 and exec_score(records[0], no_call_score=1.0) == 1.0
+    assert exec_score(records[1], no_call_score=1.0) == pytest.approx(1 / 3)  # only a record without calls moves
+    assert best_of_n_exec(records[:2], no_call_score=1.0).metadata["name"] == "no calls"
+    # tied at 1.0 with "all": majority vote among the tied (1 vs 1), then the first
+    assert best_of_n_exec(records, no_call_score=1.0).metadata["name"] == "no calls"
+    assert best_of_n_exec(records).metadata["name"] == "all"  # ours: no calls scores 0
+    more = records + [traj("9", (True, True), "all again")]
+    assert best_of_n_exec(more, no_call_score=1.0).metadata["name"] == "all"  # "9" has two votes among the tied
 
 
 def test_ties_go_to_majority_among_the_tied_then_first():

@@ -2,12 +2,18 @@
 
 Covered:
 
-- ``best_of_n_exec``: THOR's self-rewarded best-of-N (paper section 2.4). Each
-  trajectory is scored by its execution pass rate, the fraction of its code
-  calls that succeeded; the highest score wins. A trajectory without calls
-  scores 0, the same as one whose calls all failed, so it ranks below any
-  trajectory with a successful call. Ties are broken by majority vote of
-  the answers among the tied trajectories, then by order (the first wins).
+- ``best_of_n_exec``: THOR's self-rewarded best-of-N (paper section 2.4, the
+  default selector). Each trajectory is scored by its execution pass rate, the
+  fraction of its code calls that succeeded; the highest score wins. The tie-break
+  is ours (the paper names none): majority vote of the answers among the tied
+  trajectories (``majority_vote``'s rules: trajectories without an answer do not
+  vote unless none has one; equal counts go to the answer seen first), then the
+  first trajectory, in sampling order, with the winning answer.
+- A trajectory without calls has no pass rate. By default it scores 0, the same
+  as one whose calls all failed, so it ranks below any trajectory with a
+  successful call: an answer that ran no code carries no execution evidence.
+  ``no_call_score=1.0`` is the authors' released script, which scores it 1.0,
+  tied with answers whose calls all succeeded.
 - ``majority_vote``: the baseline selector (self-consistency): the most
   frequent answer wins, ties go to the answer seen first; trajectories without
   an answer do not vote unless no trajectory has one.
@@ -109,19 +115,33 @@ def majority_vote(records: Sequence[Trajectory], equivalent: Equivalent | None =
     return records[majority_index(records, equivalent)]
 
 
-def best_of_n_exec_index(records: Sequence[Trajectory], equivalent: Equivalent | None = None) -> int:
-    """Index of the record best-of-N by execution pass rate picks (see the module docstring)."""
+def exec_score(record: Trajectory, no_call_score: float = 0.0) -> float:
+    """The selection score: the execution pass rate, ``no_call_score`` for a record without calls."""
+    rate = exec_pass_rate(record)
+    return no_call_score if rate is None else rate
+
+
+def best_of_n_exec_index(
+    records: Sequence[Trajectory], equivalent: Equivalent | None = None, *, no_call_score: float = 0.0
+) -> int:
+    """Index of the record best-of-N by execution pass rate picks (see the module docstring).
+
+    ``no_call_score``: the score of a record without calls; 0 (ours, no execution evidence) or 1.0 (the
+    authors' script).
+    """
     if not records:
         raise ValueError("best-of-N needs at least one trajectory")
-    scores = [exec_pass_rate(r) or 0.0 for r in records]
+    scores = [exec_score(r, no_call_score) for r in records]
     top = max(scores)
     tied = [i for i, s in enumerate(scores) if s == top]
     return tied[majority_index([records[i] for i in tied], equivalent)]
 
 
-def best_of_n_exec(records: Sequence[Trajectory], equivalent: Equivalent | None = None) -> Trajectory:
+def best_of_n_exec(
+    records: Sequence[Trajectory], equivalent: Equivalent | None = None, *, no_call_score: float = 0.0
+) -> Trajectory:
     """The record with the highest execution pass rate (ties: majority vote among them, then the first)."""
-    return records[best_of_n_exec_index(records, equivalent)]
+    return records[best_of_n_exec_index(records, equivalent, no_call_score=no_call_score)]
 
 
 SELECTORS: dict[str, Callable[[Sequence[Trajectory], Equivalent | None], int]] = {

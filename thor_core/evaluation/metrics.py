@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from thor_core.engine import best_of_n as selection
@@ -91,15 +92,19 @@ def tool_correctness_table(records: Sequence[Trajectory]) -> dict[str, Any]:
     return {**cells, "n": sum(cells.values()), "chi2": test[0] if test else None, "p_value": test[1] if test else None}
 
 
-def best_of_n_curve(records: Sequence[Trajectory], max_n: int) -> list[dict[str, Any]]:
+def best_of_n_curve(records: Sequence[Trajectory], max_n: int, *, no_call_score: float = 0.0) -> list[dict[str, Any]]:
     """Accuracy of each selector for N = 1..max_n.
 
     Each problem's samples (by sample index) are cut into consecutive groups of
     N; a problem's score is the mean over its groups, the curve the mean over
     problems with at least N samples. ``single`` is one sample's accuracy,
     ``oracle`` whether any sample of the group is correct (pass@N).
+    ``no_call_score`` scores an answer without code calls in ``exec_pass_rate``:
+    0 (ours) or 1.0 (the authors' script; ``thor_core.engine.best_of_n``).
     """
     problems = [g for g in _by_problem(records).values()]
+    by_exec = partial(selection.best_of_n_exec_index, no_call_score=no_call_score)
+    selectors = {**selection.SELECTORS, "exec_pass_rate": by_exec}
     rows = []
     for n in range(1, max_n + 1):
         scores: dict[str, list[float]] = {"exec_pass_rate": [], "majority_vote": [], "single": [], "oracle": []}
@@ -107,7 +112,7 @@ def best_of_n_curve(records: Sequence[Trajectory], max_n: int) -> list[dict[str,
             chunks = [group[j : j + n] for j in range(0, len(group) - n + 1, n)]
             if not chunks:
                 continue
-            for name, select in selection.SELECTORS.items():
+            for name, select in selectors.items():
                 scores[name].append(sum(bool(ch[select(ch, None)].correct) for ch in chunks) / len(chunks))
             scores["single"].append(sum(bool(r.correct) for ch in chunks for r in ch) / (n * len(chunks)))
             scores["oracle"].append(sum(any(r.correct for r in ch) for ch in chunks) / len(chunks))
@@ -117,8 +122,11 @@ def best_of_n_curve(records: Sequence[Trajectory], max_n: int) -> list[dict[str,
     return rows
 
 
-def summarize(records: Sequence[Trajectory], k: int, best_of_n: int | None = None) -> dict[str, Any]:
-    """Metrics per benchmark and overall, the 2x2 table, and the best-of-N curve when k >= best_of_n."""
+def summarize(
+    records: Sequence[Trajectory], k: int, best_of_n: int | None = None, *, no_call_score: float = 0.0
+) -> dict[str, Any]:
+    """Metrics per benchmark and overall, the 2x2 table, and the best-of-N curve when k >= best_of_n
+    (``no_call_score``: see ``best_of_n_curve``)."""
     benchmarks: dict[str, list[Trajectory]] = defaultdict(list)
     for r in records:
         benchmarks[benchmark_of(r)].append(r)
@@ -133,5 +141,5 @@ def summarize(records: Sequence[Trajectory], k: int, best_of_n: int | None = Non
         "best_of_n": None,
     }
     if best_of_n is not None and k >= best_of_n:
-        summary["best_of_n"] = best_of_n_curve(records, best_of_n)
+        summary["best_of_n"] = best_of_n_curve(records, best_of_n, no_call_score=no_call_score)
     return summary

@@ -20,7 +20,9 @@ within each level. v are the NLL weights: token-mean over the rows with A > 0
 several processes the caller all-reduces them first, so every rank's partial
 sum adds up to the one-process loss.
 
-Also here: the k3 KL estimate to a reference policy (off by default: beta 0)
+Also here: ``ratio_stats``, the ratio's mean, spread and extremes and the clip
+fraction on trained tokens (exactly 1 and 0 on-policy; they move only with
+several updates per rollout batch), the k3 KL estimate to a reference policy (off by default: beta 0)
 and the truncated importance-sampling weight for the gap between the
 rollout engine's and the trainer's log-probs (min(pi_old / pi_engine, C),
 detached). Token log-probs and entropies come from TRL's
@@ -151,6 +153,32 @@ def truncated_is_weight(old_logp: torch.Tensor, engine_logp: torch.Tensor, cap: 
     return torch.exp(old_logp - engine_logp).clamp(max=cap).detach()
 
 
+def ratio_stats(
+    logp: torch.Tensor, old_logp: torch.Tensor, weights: torch.Tensor, was_clipped: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """How far the policy moved from the one that sampled: the ratio exp(logp - old_logp) on trained tokens.
+
+    Weighted like the loss, so the sums add up across micro-batches, updates and ranks: ``loss_weight`` =
+    sum w, ``ratio_mean`` = sum w ratio, ``ratio_dev_sq`` = sum w (ratio - 1)^2, ``clip_frac`` = sum w [a clip
+    acted] (divide by the summed ``loss_weight`` for means; the std is sqrt(E[(ratio - 1)^2] - (E[ratio] - 1)^2));
+    ``ratio_min`` and ``ratio_max`` over the tokens with w != 0 (+inf / -inf when there are none). On-policy
+    (``old_logp`` the same values as ``logp``) the ratio is exactly 1: mean 1, std 0, min = max = 1, clip_frac 0.
+    """
+    trained = weights != 0
+    ratio = torch.where(trained, torch.exp(logp - old_logp), 1.0)  # padding may hold inf/nan
+    inf = torch.tensor(float("inf"), device=ratio.device)
+    out = {
+        "loss_weight": weights.sum(),
+        "ratio_mean": (ratio * weights).sum(),
+        "ratio_dev_sq": ((ratio - 1) ** 2 * weights).sum(),
+        "ratio_min": torch.where(trained, ratio, inf).min() if ratio.numel() else inf,
+        "ratio_max": torch.where(trained, ratio, -inf).max() if ratio.numel() else -inf,
+    }
+    if was_clipped is not None:
+        out["clip_frac"] = (was_clipped.float() * weights).sum()
+    return {k: v.detach() for k, v in out.items()}
+
+
 def policy_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -169,8 +197,10 @@ def policy_loss(
     """THOR's loss for one micro-batch: clipped surrogate + alpha NLL (+ beta KL), summed with the weights.
 
     Returns the loss (a partial sum when ``weights`` were built from global
-    totals) and detached statistics (weighted sums; add them across
-    micro-batches; with separate levels ``clip_frac`` is the sum of the levels' fractions).
+    totals) and detached statistics: ``ratio_stats`` of the importance ratio and where the clips acted, and
+    the weighted sums of the loss terms. Add them across micro-batches (``ratio_min`` / ``ratio_max``: take
+    the min / max); a mean is a sum divided by the summed ``loss_weight`` (with one level and the whole batch
+    in ``weights``, ``loss_weight`` is 1 and ``clip_frac`` the fraction itself).
     """
     per_token, was_clipped = clipped_token_loss(logp, old_logp, advantages, eps_low, eps_high, dual_clip)
     if is_weight is not None:
@@ -178,7 +208,7 @@ def policy_loss(
     per_token = torch.where(weights != 0, per_token, 0.0)  # padding may hold inf/nan: never let 0 * inf in
     pg = (per_token * weights).sum()
     loss = pg
-    stats = {"pg_loss": pg.detach(), "clip_frac": (was_clipped.float() * weights).sum().detach()}
+    stats = {"pg_loss": pg.detach(), **ratio_stats(logp.detach(), old_logp, weights, was_clipped)}
     if nll_w is not None and nll_alpha:
         nll = (torch.where(nll_w != 0, -logp, 0.0) * nll_w).sum()
         loss = loss + nll_alpha * nll

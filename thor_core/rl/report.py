@@ -102,9 +102,10 @@ def plot_curves(out_dir: str | os.PathLike) -> Path:
     return path
 
 
-# the per-step columns notebook 03 shows (every number is in metrics.jsonl)
+# the per-step columns notebook 03 shows (every number is in metrics.jsonl; clip_frac and ratio_std are 0 with
+# one update per rollout batch, ratio_mean / _min / _max are logged too)
 TABLE_KEYS = ("step", "reward", "accuracy", "tool_success", "step_pass_rate", "rows", "rows_step", "loss", "entropy",
-              "clip_frac", "logprob_diff_abs", "grad_norm", "time/rollout_s", "time/update_s", "time/step_s")  # fmt: skip
+              "clip_frac", "ratio_std", "logprob_diff_abs", "grad_norm", "time/rollout_s", "time/update_s", "time/step_s")  # fmt: skip
 
 
 def metrics_table(rows: list[dict[str, Any]]) -> str:

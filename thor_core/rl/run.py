@@ -206,18 +206,34 @@ def batch_metrics(episodes, steps, rows, counts: Counter, timing: Counter, token
     return m
 
 
+#: update statistics that are extremes, not sums: key -> (+1 max / -1 min, the value when a rank has none)
+EXTREMA = {"logprob_diff_max": (1, 0.0), "ratio_max": (1, float("-inf")), "ratio_min": (-1, float("inf"))}
+
+
+def merge_stats(total: Counter, part) -> Counter:
+    """Add one micro-batch's (or optimizer step's) statistics into ``total``: sums add, ``EXTREMA`` take max/min."""
+    for k, v in part.items():
+        v = float(v)
+        if k in EXTREMA:
+            total[k] = (max if EXTREMA[k][0] > 0 else min)(total[k], v) if k in total else v
+        else:
+            total[k] += v
+    return total
+
+
 def reduce_stats(stats: Counter, acc) -> Counter:
-    """Sum the per-rank sums of an optimizer step over ranks (grad norm and maxima are already global)."""
+    """Sum the per-rank sums of an optimizer step over ranks, max/min the ``EXTREMA`` (the grad norm is global)."""
     if acc.num_processes == 1:
         return stats
     import torch
 
-    keys = sorted(k for k in stats if k not in ("grad_norm", "logprob_diff_max", "optimizer_steps"))
+    keys = sorted(k for k in stats if k not in ("grad_norm", "optimizer_steps", *EXTREMA))
     summed = acc.reduce(torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=acc.device), "sum")
-    biggest = acc.reduce(torch.tensor([stats["logprob_diff_max"]], device=acc.device), "max")
+    ext = [(k, sign, stats[k] if k in stats else empty) for k, (sign, empty) in EXTREMA.items()]  # same on all ranks
+    biggest = acc.reduce(torch.tensor([sign * v for _, sign, v in ext], dtype=torch.float64, device=acc.device), "max")
     out = Counter(dict(zip(keys, summed.tolist())))
     out.update({"grad_norm": stats["grad_norm"], "optimizer_steps": stats["optimizer_steps"]})
-    out["logprob_diff_max"] = float(biggest[0]) if biggest.ndim else float(biggest)
+    out.update({k: sign * v for (k, sign, _), v in zip(ext, biggest.tolist())})
     return out
 
 
@@ -227,16 +243,30 @@ def _mean(xs) -> float:
 
 
 def finalize_metrics(m: dict[str, float]) -> dict[str, float]:
-    """Turn the update's sums into means."""
+    """Turn the update's sums into means over the step's optimizer steps (``updates_per_batch`` of them).
+
+    ``clip_frac``, ``ratio_mean`` and ``ratio_std`` are means over all the step's trained tokens, weighted as the
+    loss weights them (``losses.ratio_stats``); ``ratio_min`` / ``ratio_max`` the extremes over them. With one
+    update per rollout batch they are 0, 1, 0, 1, 1: the ratio leaves 1 only from the second update on.
+    """
     steps = m.pop("optimizer_steps", 0) or 1
     n = m.pop("trained_tokens", 0.0)
     m["entropy"] = m.pop("entropy_sum", 0.0) / n if n else float("nan")
     m["trained_tokens"] = n
     diff_n = m.pop("logprob_diff_n", 0)
     m["logprob_diff_abs"] = m.pop("logprob_diff_abs_sum", 0.0) / diff_n if diff_n else float("nan")
-    for k in ("loss", "pg_loss", "nll", "kl", "clip_frac", "grad_norm"):
+    for k in ("loss", "pg_loss", "nll", "kl", "grad_norm"):
         if k in m:
             m[k] /= steps
+    if "loss_weight" in m:
+        w = m.pop("loss_weight")
+        mean, dev_sq = (m.pop("ratio_mean", 0.0) / w, m.pop("ratio_dev_sq", 0.0) / w) if w else (float("nan"),) * 2
+        m["ratio_mean"], m["ratio_std"] = mean, max(dev_sq - (mean - 1) ** 2, 0.0) ** 0.5 if w else float("nan")
+        if "clip_frac" in m:
+            m["clip_frac"] = m["clip_frac"] / w if w else float("nan")
+    for k in ("ratio_min", "ratio_max"):
+        if k in m and abs(m[k]) == float("inf"):
+            m[k] = float("nan")
     m["optimizer_steps"] = steps
     return m
 

@@ -12,8 +12,12 @@ push the new weights into the engine. ``cot`` mode is the same without tools.
 On-policy by default: one optimizer step per rollout batch, the ratio's old
 log-probs being the trainer's own, detached (ratio 1, as TRL does). With
 ``updates_per_batch`` U > 1 (the authors' variant) the batch is split into U
-mini-batches, one optimizer step each, and the old log-probs are computed
-once by the trainer before the first. The engine's sampled log-probs are
+mini-batches (rows u, u + U, ... of the batch sorted by level, group and sample,
+so that 1 and N processes split it alike), one optimizer step each, and the old
+log-probs are computed once by the trainer before the first. Each step's metrics hold the
+importance ratio on the trained tokens of its U updates (``ratio_mean``,
+``ratio_std``, ``ratio_min``, ``ratio_max``) and ``clip_frac``, where a clip
+acted (``thor_core.rl.losses.ratio_stats``). The engine's sampled log-probs are
 compared with the trainer's on every trained token and the gap logged;
 ``tis_cap`` turns on truncated importance sampling on it.
 
@@ -229,13 +233,18 @@ class Trainer:
         p, stats = self.p, Counter()
         if not rows:
             return {"skipped_update": 1.0}
+        if p.updates_per_batch > 1:  # the gathered order follows the ranks: sort, so 1 and N processes split alike
+            rows = sorted(rows, key=lambda r: (r.level, r.group, r.record.metadata.get("sample", 0)))
         minis = [rows[u :: p.updates_per_batch] for u in range(p.updates_per_batch)]
         t0 = time.monotonic()  # on-policy, the old log-probs are the update's own forward pass: no extra time
-        old = self._old_logprobs(rows) if p.updates_per_batch > 1 else None
+        # off-policy, before the first update and only for the rows this rank trains (a rank short of rows
+        # runs a zero-weight micro-step on the mini-batch's first row: see _optimizer_step)
+        mine = [r for mini in minis for r in (mini[self.rank :: self.world] or mini[:1])]
+        old = self._old_logprobs(mine) if p.updates_per_batch > 1 else None
         stats["time/logprob_s"] = time.monotonic() - t0
         t0 = time.monotonic()
-        for mini in minis:
-            stats.update(self._optimizer_step(mini, old))
+        for mini in minis:  # U optimizer steps: from the second on the ratio leaves 1 and the clips can act
+            rr.merge_stats(stats, self._optimizer_step(mini, old))
         stats["time/update_s"] = time.monotonic() - t0
         return dict(stats)
 
@@ -297,7 +306,7 @@ class Trainer:
                 acc.backward(loss * self.world)
             if weight:
                 diff = (engine - logp.detach())[known]
-                stats.update({k: float(v) for k, v in s.items()})
+                rr.merge_stats(stats, s)  # sums add; ratio_min / ratio_max take min / max
                 stats["loss"] += float(loss.detach())
                 stats["entropy_sum"] += float((ent * b["trained"]).sum())
                 stats["trained_tokens"] += float(b["trained"].sum())

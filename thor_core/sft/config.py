@@ -26,7 +26,11 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class SFTParams:
-    """Settings of one SFT run (paper defaults; params/*/02_sft.yaml set the profiles)."""
+    """Settings of one SFT run; params/*/02_sft.yaml set the profiles.
+
+    Defaults follow the paper (LR 2e-6, 1 epoch) or the authors' script (batch 128, 5% warm-up); each help
+    text says which, and docs/METHOD.md's SFT table has both sources' values.
+    """
 
     model: str = _f(DEFAULT_MODEL, "base model: embedded:..., a local folder or a hub id")
     dataset: str | None = _f(None, "TIRGen SFT dataset folder (null: <tirgen_dir>/sft)")
@@ -38,14 +42,17 @@ class SFTParams:
     lora_dropout: float = _f(0.0, "LoRA dropout")
     lora_target_modules: list[str] = _f(lambda: ["all-linear"], "modules LoRA adapts; ['all-linear'] for every linear")
     mask_tool_outputs: bool = _f(False, "exclude inserted ```output blocks from the loss (authors: false)")
-    learning_rate: float = _f(2.0e-6, "peak learning rate (paper: 2e-6)")
+    learning_rate: float = _f(2.0e-6, "peak learning rate (default: the paper's 2e-6)")
     lr_scheduler_type: Literal["constant_with_warmup", "constant", "linear", "cosine"] = _f(
-        "constant_with_warmup", "learning-rate schedule (paper: constant)"
+        "constant_with_warmup",
+        "learning-rate schedule (default: the authors' script, constant after warm-up; paper: constant)",
     )
-    warmup_ratio: float = _f(0.05, "share of the steps spent warming up (paper: 0.05)")
-    num_train_epochs: float = _f(1.0, "epochs over the dataset (paper: 1; the authors' script: 3)")
+    warmup_ratio: float = _f(0.05, "share of the steps spent warming up (default: the authors' script's 0.05)")
+    num_train_epochs: float = _f(1.0, "epochs over the dataset (default: the paper's 1; the authors' script: 3)")
     max_steps: int = _f(-1, "stop after this many optimizer steps (-1: run the epochs)")
-    global_batch_size: int = _f(128, "examples per optimizer step over all processes (paper: 128-256)")
+    global_batch_size: int = _f(
+        128, "examples per optimizer step over all processes (default: the authors' script's 128; paper: 256)"
+    )
     per_device_batch_size: int = _f(1, "examples per forward pass on one process; accumulation makes up the rest")
     max_length: int = _f(4096, "tokens per example, prompt included; longer ones are cut at the end (paper: 4096)")
     packing: bool = _f(False, "pack examples into padding-free rows of max_length (checked correct on CPU SDPA only)")

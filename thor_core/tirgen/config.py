@@ -105,9 +105,7 @@ class TIRGenParams:
         )
 
     def filter_config(self) -> filters.FilterConfig:
-        return filters.FilterConfig(
-            nontrivial=self.nontrivial_code, one_call_keep=self.one_call_keep, seed=self.seed
-        )
+        return filters.FilterConfig(nontrivial=self.nontrivial_code, one_call_keep=self.one_call_keep, seed=self.seed)
 
     def generation_config(self) -> dict[str, Any]:
         """What decides the attempts (resuming with another is refused); filters and export are not in it."""

@@ -193,9 +193,7 @@ def finalize(out_dir: str | os.PathLike, tokenizer, p: TIRGenParams, cot_dropped
         cot_path = out_dir / "cot_dropped.json"
         cot_dropped = set(json.loads(cot_path.read_text())) if cot_path.exists() else set()
     calls = json.loads((out_dir / "timing.json").read_text())["calls"] if (out_dir / "timing.json").exists() else []
-    stats = report.statistics_of(
-        attempts, kept, funnel, n_questions, len(cot_dropped), wall_seconds(calls, attempts)
-    )
+    stats = report.statistics_of(attempts, kept, funnel, n_questions, len(cot_dropped), wall_seconds(calls, attempts))
     write_json_atomic(out_dir / "stats.json", stats)
     return stats
 
