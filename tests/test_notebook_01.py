@@ -15,10 +15,10 @@ import nbformat
 import pytest
 
 from thor_core.data import sft_examples as sft_data
+from thor_core.data.heldout import read_problems
 from thor_core.models import DEFAULT_MODEL, TINY_MODEL
 from thor_core.runs import provenance
 from thor_core.runs.notebooks import run_notebook
-from thor_core.tirgen import steps as tirgen
 
 TINY = dict(actor_model=TINY_MODEL, actor_backend="hf", n_problems=3, k=1, step_tokens=32, max_new_tokens=64,
             max_steps=2, critic_max_new_tokens=32, critic_retries=0, cot_max_new_tokens=32)  # fmt: skip
@@ -34,7 +34,7 @@ def test_the_smoke_chains_notebook_01(smoke_chain):
     assert not errors
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "ok"
     stats = json.loads((run_dir / "stats.json").read_text())
-    assert stats["questions"] == 8 and len(tirgen.load_problems(run_dir)) == 8  # params/smoke/01_tirgen.yaml
+    assert stats["questions"] == 8 and len(read_problems(run_dir)) == 8  # params/smoke/01_tirgen.yaml
     assert (run_dir / "cot" / "records-cot.jsonl").exists()  # the CoT pre-filter ran (cot_filter_k: 1)
     kept_questions = 8 - stats["cot_dropped_questions"]
     assert stats["attempts"] == 2 * kept_questions  # k: 2

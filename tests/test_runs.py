@@ -189,7 +189,7 @@ def test_repo_root_and_outputs_override(tmp_path):
     assert (REPO_ROOT / "pyproject.toml").is_file()
     assert files.repo_path("outputs/x") == REPO_ROOT / "outputs/x"
     assert files.repo_path(tmp_path) == tmp_path
-    code = "from thor_core.runs import OUTPUTS; print(OUTPUTS)"
+    code = "from thor_core.files import OUTPUTS; print(OUTPUTS)"
     env = {**os.environ, "THOR_OUTPUTS": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(tmp_path)

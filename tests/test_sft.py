@@ -401,7 +401,7 @@ def _cli(dataset: Path, out: Path, **settings) -> list[str]:
     args = [
         sys.executable,
         "-m",
-        "thor_core.sft.train",
+        "thor_core.sft",
         "--model",
         MODEL,
         "--dataset",
