@@ -366,7 +366,7 @@ def test_run_notebook_failure_names_cell(tmp_path, monkeypatch):
     (tmp_path / "params" / "smoke").mkdir(parents=True)
     (tmp_path / "params" / "smoke" / "params_echo.yaml").write_text("fail: true\n")
     monkeypatch.setattr(params, "PARAMS", tmp_path / "params")
-    monkeypatch.setattr(runs, "OUTPUTS", tmp_path / "outputs")
+    monkeypatch.setattr(files, "OUTPUTS", tmp_path / "outputs")
 
     with pytest.raises(NotebookError) as e:
         run_notebook(FIXTURE, profile="smoke")

@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from thor_core.files import OUTPUTS, REPO_ROOT, write_json_atomic
+from thor_core import files
+from thor_core.files import REPO_ROOT, write_json_atomic
 from thor_core.models import model_hash
 
 #: Distributions recorded in every manifest; a key with several names takes the
@@ -163,7 +164,7 @@ def start_run(
     """
     if Path(name).is_absolute() or ".." in Path(name).parts or not name.strip("/"):
         raise ValueError(f"run name must be a relative folder name without '..', got {name!r}")
-    run_dir = ((Path(out_root) if out_root is not None else OUTPUTS) / name).resolve()
+    run_dir = ((Path(out_root) if out_root is not None else files.OUTPUTS) / name).resolve()  # looked up at call time (tests move it)
     previous: list[dict[str, Any]] = []
     if run_dir.exists() and any(run_dir.iterdir()):
         if not resume:

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from thor_core.files import OUTPUTS, REPO_ROOT
+from thor_core import files
+from thor_core.files import REPO_ROOT
 from thor_core.hardware import machine
 from thor_core.params import ParamsError, profile_path, read_yaml_mapping, unknown_hint
 from thor_core.runs import provenance, start_run
@@ -138,7 +139,7 @@ def run_notebook(
 
     if out_dir is None:
         root, name = (
-            OUTPUTS.resolve(),
+            files.OUTPUTS.resolve(),
             f"{profile or 'adhoc'}/{notebook.stem}",
         )  # read at call time (tests patch it)
     else:
