@@ -164,7 +164,8 @@ def start_run(
     """
     if Path(name).is_absolute() or ".." in Path(name).parts or not name.strip("/"):
         raise ValueError(f"run name must be a relative folder name without '..', got {name!r}")
-    run_dir = ((Path(out_root) if out_root is not None else files.OUTPUTS) / name).resolve()  # looked up at call time (tests move it)
+    root = Path(out_root) if out_root is not None else files.OUTPUTS  # looked up at call time: it can move
+    run_dir = (root / name).resolve()
     previous: list[dict[str, Any]] = []
     if run_dir.exists() and any(run_dir.iterdir()):
         if not resume:
