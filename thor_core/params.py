@@ -264,13 +264,14 @@ def split_params(schemas: Sequence[type], values: Mapping[str, Any], source: str
     keys), as TRL's and open-r1's parsers compose script and trainer arguments: each key goes to every schema that
     declares it; a key none declares is an error naming the nearest known key.
     """
-    declared = {name for s in schemas for name in _schema_fields(s)}
+    fields = [_schema_fields(s) for s in schemas]
+    declared = sorted({name for f in fields for name in f})
     problems, out = [], []
     for key in (k for k in values if k not in declared):
         problems.append(f"{key}: unknown parameter ({unknown_hint(key, declared)})")
-    for schema in schemas:  # every bad value is named too, not only the first schema's
+    for schema, names in zip(schemas, fields):  # every bad value is named too, not only the first schema's
         try:
-            out.append(validate_params(schema, {k: v for k, v in values.items() if k in _schema_fields(schema)}))
+            out.append(validate_params(schema, {k: v for k, v in values.items() if k in names}))
         except ParamsError as e:
             problems += e.problems
     if problems:
