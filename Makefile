@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine:
-#   make demo   run the main job on the embedded default model
+#   make demo   run the main job on the embedded default model (after make doctor, the preflight check)
 #   make test   run the test suite (what .ci/run calls)
 # Both create .venv with the pinned CPU environment when it is missing.
 
@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PROFILE ?= cpu
 
-.PHONY: demo smoke test test-fast lint format bench clean-venv
+.PHONY: demo doctor smoke test test-fast lint format bench gpu-check clean-venv
 
 $(VENV)/.installed: requirements/cpu.txt requirements/cpu-lock.txt requirements/no-deps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ $(VENV)/.installed: requirements/cpu.txt requirements/cpu-lock.txt requirements/
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-demo: $(VENV)/.installed
+# the preflight check first: versions, vLLM, GPUs, the sandbox's layers, the model cache, memory and disk
+demo: doctor
 	$(PY) -m thor_core.demo --profile $(PROFILE)
+
+doctor: $(VENV)/.installed
+	$(PY) -m thor_core.doctor --profile $(PROFILE)
 
 smoke: $(VENV)/.installed
 	$(PY) -m thor_core.demo --profile smoke
@@ -47,6 +51,11 @@ format: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/sandbox.py
 	$(PY) benchmarks/rollout.py
+
+# one GPU, at most 8 minutes: the CUDA tests and a miniature of a gpu profile (docs/BENCHMARKS.md, "GPU check");
+# not on the CPU venv's prerequisite: run it in the GPU environment (pip install -e .[gpu]), e.g. PY=python3
+gpu-check:
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

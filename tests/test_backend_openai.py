@@ -3,13 +3,16 @@
 The server runs SmolLM2 in float32 as a subprocess for this module. Covered:
 greedy ids and log-probs equal the in-process ``VLLMBackend``; EOS,
 stop-string and length finishes; concurrent requests; the text-only mode for
-servers without vLLM's extensions; a down server failing fast with its URL.
+servers without vLLM's extensions; a down server failing fast with its URL;
+the answer judge (``python -m thor_core.evaluation judge``) with the served
+model as the judge, on the same server (its fast tests: tests/test_judge.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -18,9 +21,11 @@ import sys
 import time
 
 import pytest
+from test_judge import write_records
 
 from thor_core.backends.base import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GREEDY, SamplingParams, SegmentRequest
 from thor_core.backends.openai import OpenAICompletionsBackend, ServerUnavailable
+from thor_core.evaluation import judge
 from thor_core.models import resolve_model
 
 pytestmark = pytest.mark.model
@@ -165,6 +170,28 @@ class TestAgainstServer:
         assert plain.tokenizer.decode(stopped.ids).endswith(stop)  # put back after the server cut it off
         with pytest.raises(ValueError, match="top_k"):
             generate(plain, SegmentRequest(prompt, max_new_tokens=4, sampling=SamplingParams(top_k=5)))
+
+    def test_judge_cli_regrades_recorded_answers_with_the_served_model(self, server, folder, tmp_path, capsys):
+        """The judge's plumbing end to end (issue 24): SmolLM2 behind the server judges six recorded answers
+        through the CLI's ``main`` (in this process: no second import); its verdicts are whatever a 135M model
+        says, so only their bookkeeping is checked."""
+        write_records(tmp_path / "T1" / "records-tir.jsonl")  # 6 answers (two alike) and one without an answer
+        argv = [str(tmp_path), "--base-url", server, "--model", str(folder), "--max-new-tokens", "32"]
+        assert judge.main(argv) == 0
+        saved = json.loads((tmp_path / "T1" / "judge-tir.json").read_text())
+
+        answers = saved["answers"]
+        assert [a["judge"] for a in answers][-1] == judge.NO_ANSWER and "judge_reply" not in answers[-1]
+        for a in answers[:-1]:
+            assert a["judge"] == judge.parse_verdict(a["judge_reply"])  # unparsed ones counted as unparsed
+            assert a["judge_finish"] in (FINISH_EOS, FINISH_LENGTH)
+        assert answers[0]["judge_reply"] == answers[1]["judge_reply"]  # q1's two samples: one request
+        assert saved["agreement"] == judge.agreement(answers)
+        counts = saved["agreement"]["verdicts"]
+        assert sum(counts.values()) == 7 and counts[judge.NO_ANSWER] == 1
+        assert saved["agreement"]["compared"] == counts[judge.EQUIVALENT] + counts[judge.NOT_EQUIVALENT]
+        assert saved["judge"]["served_model"] == str(folder)
+        assert "| T1/records-tir.jsonl | 7 |" in capsys.readouterr().out
 
 
 def test_down_server_fails_fast_naming_the_url(folder):

@@ -16,6 +16,7 @@ from thor_core.data.benchmarks import (
     OFFLINE_BENCHMARKS,
     BenchmarkUnavailable,
     Problem,
+    hub_problems,
     load_benchmark,
     load_file,
 )
@@ -134,7 +135,7 @@ def test_bad_paths_fail_clearly(tmp_path):
 
 def test_registry_covers_the_paper_sets():
     assert {"math500", "aime24_hf", "aime25_full", "amc23", "minerva", "olympiadbench", "gsm8k"} <= set(HUB_BENCHMARKS)
-    assert {"torl28k", "deepscaler", "dapo17k"} <= set(HUB_BENCHMARKS)
+    assert {"torl28k", "deepscaler", "dapo17k", "deepmath"} <= set(HUB_BENCHMARKS)
     assert not set(HUB_BENCHMARKS) & set(OFFLINE_BENCHMARKS)
 
 
@@ -172,6 +173,37 @@ def test_verl_style_rows_for_torl_and_dapo(tmp_path):
     assert (q.question, q.answer) == ("What is 2+3?", "5")
 
 
+def test_the_cold_start_sources_map_their_hub_columns(tmp_path):
+    """DAPO-17k (processed, config en), DeepMath-103K and DeepScaleR-40k, as their dataset cards list the columns."""
+    dapo = {
+        "prompt": "Solve the following math problem step by step. The last line of your response should be of the "
+        "form Answer: $Answer (without quotes) where $Answer is the answer to the problem.\n\nFind $x$ if $2x=8$."
+        '\n\nRemember to put your answer on its own line after "Answer:".',
+        "solution": "4",
+        "data_source": "math_dapo",
+        "source_prompt": [{"role": "user", "content": "..."}],
+        "ability": "MATH",
+        "reward_model": {"ground_truth": "4", "style": "rule-lighteval/MATH_v2"},
+        "extra_info": {"index": "9a9b6eb4-a1cb-49d1-8c1e-62eaf2f74079"},
+    }
+    (d,) = load_benchmark("dapo17k", local_path=_write(tmp_path, "parquet", [dapo]))
+    assert (d.id, d.question, d.answer, d.split) == ("dapo17k/0", "Find $x$ if $2x=8$.", "4", "train")
+    assert d.metadata == {"data_source": "math_dapo", "ability": "MATH"}  # nested columns stay out
+    deepmath = {
+        "question": "Evaluate $\\lim_{x\\to 0} \\frac{\\sin x}{x}$.",
+        "final_answer": "1",
+        "difficulty": 4.5,
+        "topic": "Mathematics -> Calculus -> Limits",
+        **{f"r1_solution_{i}": "<think>a long R1 solution</think> ... \\boxed{1}" for i in (1, 2, 3)},
+    }
+    (m,) = load_benchmark("deepmath", local_path=_write(tmp_path, "parquet", [deepmath]))
+    assert (m.id, m.question, m.answer) == ("deepmath/0", deepmath["question"], "1")
+    assert m.metadata == {"difficulty": 4.5, "topic": "Mathematics -> Calculus -> Limits"}  # no R1 solutions
+    scaler = {"problem": "What is $3^2$?", "answer": "$9$", "solution": "$3^2 = 9$, so the answer is $\\boxed{9}$."}
+    (c,) = load_benchmark("deepscaler", local_path=_write(tmp_path, "json", [scaler]))  # the hub's deepscaler.json
+    assert (c.id, c.question, c.answer, c.metadata) == ("deepscaler/0", "What is $3^2$?", "9", {})
+
+
 def test_file_only_set_without_local_copy_says_where_to_get_it():
     with pytest.raises(BenchmarkUnavailable, match="GAIR-NLP/ToRL") as err:
         load_benchmark("torl28k")
@@ -199,3 +231,17 @@ def test_hub_benchmark_offline_error(tmp_path):
     for name in OFFLINE_BENCHMARKS:
         assert name in message
     assert "local_path=" in message and "load_file(" in message
+
+
+def test_hub_rows_as_a_datasets_table_map_the_drawn_rows_only():
+    """The hub path hands ``hub_problems`` a ``datasets.Dataset``: the drawn rows, ids from their row numbers."""
+    import datasets
+
+    rows = datasets.Dataset.from_list(
+        [{"question": f"Find {i}^2.", "final_answer": str(i * i), "difficulty": 5.0, "topic": "t", "r1_solution_1": "x"}
+         for i in range(5)]
+    )  # fmt: skip
+    assert [(p.id, p.answer, p.metadata) for p in hub_problems("deepmath", rows, [3, 1])] == [
+        ("deepmath/3", "9", {"difficulty": 5.0, "topic": "t"}),
+        ("deepmath/1", "1", {"difficulty": 5.0, "topic": "t"}),
+    ]

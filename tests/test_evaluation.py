@@ -230,7 +230,7 @@ def test_evaluate_cot_writes_records_and_summaries(tokenizer, tmp_path):
     assert s["overall"]["pass@k"] == 0.75
     assert s["best_of_n"][1]["n"] == 2
     md = (tmp_path / "summary-cot.md").read_text()
-    assert "| aime24 | 2 | 4 | 50.0 |" in md and "Best-of-N" in md
+    assert "| aime24 | 2 | 4 | 50.0 [" in md and "Best-of-N" in md  # Avg@k [95% bootstrap CI]
     assert {p.name for p in tmp_path.iterdir()} == {
         "records-cot.jsonl",
         "config-cot.json",

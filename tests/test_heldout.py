@@ -48,7 +48,8 @@ def test_recorded_problems_read_run_folders_and_skip_missing_ones(tmp_path):
 def test_no_stage_checks_on_problems_the_chain_trained_on(profile, tmp_path, monkeypatch):
     """02, 03 and 04 as their profiles configure them, against every problem TIRGen and RL train on."""
     root = REPO_ROOT / "params" / profile
-    tirgen = problems_for(tirgen_params(root / "01_tirgen.yaml"))
+    tirgen, decontamination = problems_for(tirgen_params(root / "01_tirgen.yaml"))
+    assert decontamination["removed"] == 0 and len(tirgen) == decontamination["checked"]  # generated: none leaks
     rl_files = [f for f in sorted(root.glob("03_rl*.yaml")) if f.stem != "03_rl-study"]  # the chain's (the ladder's)
     rl = {f.stem: training_problems(split_params(NOTEBOOK_SCHEMAS, _yaml(f))[0]) for f in rl_files}
     trained = [tirgen, *rl.values()]

@@ -22,13 +22,15 @@ from thor_core.record import Trajectory, write_jsonl
 from thor_core.runs import ladder
 
 
-def _record(qid: str, sample: int, correct: bool | None, tokens: int = 10, calls_ok: bool = True) -> Trajectory:
+def _record(
+    qid: str, sample: int, correct: bool | None, tokens: int = 10, calls_ok: bool = True, bench: str = "heldout"
+) -> Trajectory:
     n = tokens + 4
     call = {"code": "print(1)", "success": calls_ok, "observation": "1", "code_span": [0, 2], "output_span": [2, 4]}
     return Trajectory(
         question_id=qid, question=f"question {qid}", gold_answer="1", prompt_ids=[1, 2], completion_ids=[7] * n,
         mask=[1, 1, 0, 0] + [1] * tokens, tool_calls=[call], final_answer="1" if correct else "2", correct=correct,
-        finish_reason="answer", metadata={"sample": sample, "mode": "tir", "benchmark": "heldout", "source": "generated"},
+        finish_reason="answer", metadata={"sample": sample, "mode": "tir", "benchmark": bench, "source": "generated"},
     )  # fmt: skip
 
 
@@ -79,7 +81,7 @@ def runs(tmp_path):
     _eval_dir(rl / "eval-rl", "tir", t5 + [_record("gen/9001/98", 0, None)])
     _eval_dir(rl / "eval-start", "tir", [_record(q, s, c) for (q, s), c in zip(keys, t3)])
     nb04 = root / "04_correction_inference"
-    for rung, tag, hits in (("T1", "tir", 1), ("T5", "tir-sc", 3)):  # k = 4 samples of 3 questions
+    for rung, tag, hits in (("T1", "cot", 1), ("T5", "tir-sc", 3)):  # k = 4 samples of 3 questions; T1: no tools
         (nb04 / rung).mkdir(parents=True)
         _eval_dir(
             nb04 / rung, tag, [_record(f"m/{q}", s, s < hits, calls_ok=s != 0) for q in range(3) for s in range(4)]
@@ -183,7 +185,32 @@ def test_notebook_05_says_what_is_missing(tmp_path):
     assert (figs / "ladder.png").is_file()
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "cpu-full"])
+def test_per_benchmark_table_beside_the_papers_table_1(tmp_path):
+    """Notebook 04's T1 (CoT) and T6 on two of the paper's benchmarks: a column each and their unweighted mean."""
+    for rung, tag, hits in (
+        ("T1", "cot", {"math500": 1, "aime24_hf": 0}),
+        ("T5", "tir-sc", {"math500": 4, "aime24_hf": 2}),
+    ):
+        folder = tmp_path / "04_correction_inference" / rung
+        folder.mkdir(parents=True)
+        _eval_dir(folder, tag, [_record(f"{b}/{q}", s, s < hits[b], bench=b) for b in hits for q in range(3) for s in range(4)])  # fmt: skip
+    lad = ladder.build_ladder(tmp_path, "04_correction_inference", profile="gpu-7b")
+    assert [r.rung for r in lad.present] == ["T1", "T6"]
+    table = ladder.benchmark_table(lad)
+    assert "| rung | stage | k | math500 (paper: MATH500) | aime24_hf (paper: AIME24) | **mean of 2** |" in table
+    # T1: 1 of 4 right on each math500 question (every resample 25%), none on aime24: mean (25 + 0) / 2
+    assert "| T1 | base | 4 | 25.0 [25.0, 25.0] | 0.0 [0.0, 0.0] | **12.5 [12.5, 12.5]** | 24.7 |" in table
+    assert (
+        "| T6 | + self-correction | 4 | 100.0 [100.0, 100.0] | 50.0 [50.0, 50.0] | **75.0 [75.0, 75.0]** | 61.2 |"
+        in table
+    )
+    assert "| T3 | SFT only (TIRGen cold start) | | not run | not run | - | 35.7 |" in table
+    assert "| paper Table 1 | THOR-7B | 4 | 87.5 | - | - | - |" in table
+    assert "not recorded: AIME24, AIME25, AMC23, Minerva, OlympiadBench" in table
+    assert "#### Per benchmark" in ladder.ladders_markdown([lad])
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "cpu-full", "gpu-1.5b", "gpu-7b"])
 def test_profiles_are_valid(profile):
     import papermill
     import yaml

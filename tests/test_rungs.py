@@ -1,11 +1,14 @@
-"""thor_core.evaluation.rungs: notebook 04's parameters, skip notes and tables on hand-made summaries (no model)."""
+"""thor_core.evaluation.rungs: notebook 04's parameters and profiles, skip notes, tables on hand-made summaries (no model)."""
 
 from __future__ import annotations
 
 import pytest
 
+from thor_core.data.benchmarks import HUB_BENCHMARKS
 from thor_core.evaluation import rungs
 from thor_core.evaluation.metrics import summarize
+from thor_core.evaluation.runner import EvalResult
+from thor_core.params import load_profile
 from thor_core.record import ToolCall, Trajectory
 
 
@@ -56,9 +59,11 @@ def test_tables_from_summaries():
         "T5": {"tir": summary("tir", tir), "tir-sc": summary("tir-sc", sc, wall=15.0)},
     }
     acc = rungs.accuracy_table(sums)
-    assert "| T1 (base) | tir | 33.3 [" in acc and "(n=12)" in acc and "| T6 (T5 + self-correction) | tir-sc |" in acc
+    # Avg@4 of (1, 0, 0) with its bootstrap interval over the 3 problems: a resample is all-right with p 1/27 > 2.5%
+    assert "| T1 (base) | tir | 4 | 33.3 [0.0, 100.0] | **33.3 [0.0, 100.0]** | 3 | 10.0 |" in acc
+    assert "| T6 (T5 + self-correction) | tir-sc | 4 | 66.7 [" in acc
     bon = rungs.best_of_n_table(sums, [4, 8])
-    assert "33.3 (3 q)" in bon and "needs k >= 8" in bon
+    assert "33.3 (3 q)" in bon and "needs k >= 8" in bon and "without code calls scores 0 (the kit's default)" in bon
     cost = rungs.correction_cost_table(sums)
     assert "| T5 | 33.3 -> 66.7 | 3 -> 5 (+2, +67%)" in cost and "10.0 -> 15.0 (+5.0, +50%)" in cost
     chi = rungs.tool_chi_square_table(sums)
@@ -66,6 +71,39 @@ def test_tables_from_summaries():
     assert "| T1 (base) | tir | 4 | 0 | 0 | 8 | 12 | 12.00 | 0.000532 |" in chi
     assert "undefined" in chi  # tir-sc: no failed call
     assert rungs.correction_cost_table({"T1": sums["T1"]}).startswith("No rung ran both")
+
+
+def test_several_benchmarks_get_a_column_and_a_row_each_and_their_mean_not_the_pool():
+    held = [rec(f"q{q}", s, q == 0) for q in range(3) for s in range(4)]  # Avg@4 1/3
+    math = [rec(f"m{q}", s, True, bench="math500") for q in range(2) for s in range(4)]  # Avg@4 1
+    sums = {"T1": {"cot": summary("cot", held + math)}}
+    acc = rungs.accuracy_table(sums)
+    # the mean of the two benchmarks is (1/3 + 1) / 2 = 66.7; pooled over problems it would be 3 / 5 = 60.0
+    assert (
+        "| heldout | math500 | **mean of 2** |" in acc
+        and "| 33.3 [0.0, 100.0] | 100.0 [100.0, 100.0] | **66.7 [" in acc
+    )
+    table = rungs.metrics_table(sums)
+    assert "| heldout | T1 (base) | cot | 3 | 12 | 33.3 [0.0, 100.0] | 33.3 [0.0, 100.0] | 33.3 [0.0, 100.0] |" in table
+    assert "| math500 | T1 (base) | cot | 2 | 8 | 100.0 [100.0, 100.0] |" in table
+    assert "| **mean of 2** | T1 (base) | cot | | | 66.7 [" in table
+
+
+def test_the_authors_no_call_score_rescores_a_run_in_place(tmp_path):
+    """An answer without calls that is right beside one with a half-failed call: ours picks the call (0.5 > 0), the
+    authors' script the code-free answer (1.0 > 0.5); the summary files are rewritten with the rule named."""
+    records = [rec("p", 0, True), rec("p", 1, False, calls=(True, False))]
+    s = summary("tir", records, k=2, best_of_n=2)
+    result = EvalResult("tir", records, s, tmp_path / "r.jsonl", tmp_path / "summary-tir.json", tmp_path / "s.md")
+    rungs.rescore_best_of_n(result, 2, 0.0)
+    assert not result.summary_path.exists()  # already the kit's rule: nothing rewritten
+    rungs.rescore_best_of_n(result, 2, 1.0)
+    assert result.summary["best_of_n"][1]["exec_pass_rate"] == 1.0 and result.summary["no_call_score"] == 1.0
+    assert '"no_call_score": 1.0' in result.summary_path.read_text() and "scores 1 (the authors' script)" in (
+        result.markdown_path.read_text()
+    )
+    with pytest.raises(ValueError, match=r"no_call_score: .* got 2"):
+        rungs.RungsParams(rungs={"T1": "embedded:x"}, no_call_score=2)
 
 
 def test_a_rung_named_relative_to_the_repo_loads_from_there_whatever_the_working_directory(tmp_path, monkeypatch):
@@ -79,3 +117,16 @@ def test_a_rung_named_relative_to_the_repo_loads_from_there_whatever_the_working
     assert rungs.local_model("outputs/cpu/03_rl-cot/final") == str(tmp_path / "cpu" / "03_rl-cot" / "final")
     assert rungs.local_model("embedded:qwen2.5-coder-0.5b-instruct") == "embedded:qwen2.5-coder-0.5b-instruct"
     assert rungs.local_model("Qwen/Qwen2.5-Math-7B") == "Qwen/Qwen2.5-Math-7B"  # a hub id stays an id
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "cpu-full", "gpu-1.5b", "gpu-7b"])
+def test_every_04_profile_validates_and_the_gpu_ones_are_the_papers_protocol(profile):
+    p = load_profile(rungs.RungsParams, profile, "04_correction_inference")
+    if profile != "smoke":  # smoke: N_corr 1, a short test (its header says so)
+        assert p.max_corrections == 4 and "T5" in p.self_correction_rungs
+    if profile.startswith("gpu"):
+        assert p.benchmarks == ["math500", "aime24_hf", "aime25_full", "amc23", "minerva", "olympiadbench"]
+        assert all(b in HUB_BENCHMARKS for b in p.benchmarks) and p.limit is None
+        assert (p.k, p.temperature, p.top_p, p.max_tool_rounds) == (4, 0.6, 1.0, 10)
+        assert (p.correction_suffix_tokens, p.max_corrections, p.no_call_score) == (500, 4, 0.0)
+        assert {"T1", "T2"} <= set(p.cot_rungs) and p.curve_n() == 4

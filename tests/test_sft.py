@@ -38,7 +38,7 @@ import torch
 
 from thor_core import hardware, tir
 from thor_core.data.sft_examples import IGNORE, load_sft_dataset, save_sft_dataset
-from thor_core.files import REPO_ROOT
+from thor_core.files import REPO_ROOT, read_jsonl_rows
 from thor_core.models import TINY_MODEL
 from thor_core.params import ParamsError
 from thor_core.record import ToolCall, Trajectory
@@ -214,7 +214,7 @@ def test_sft_config_overrides_trl_defaults():
     assert cfg.gradient_accumulation_steps == 16 and cfg.per_device_train_batch_size == 4
     assert (cfg.max_length, cfg.gradient_checkpointing, cfg.bf16, cfg.learning_rate) == (4096, False, False, 2.0e-6)
     assert cfg.warmup_steps == 0.05 and cfg.lr_scheduler_type == "constant_with_warmup" and cfg.optim == "adamw_torch"
-    assert cfg.model_init_kwargs["dtype"] == "float32" and cfg.report_to == []
+    assert cfg.model_init_kwargs["dtype"] == "float32" and cfg.report_to == ["tensorboard"]  # our default
     with pytest.raises(ValueError, match="not a multiple"):
         sft.sft_config(SFTParams(global_batch_size=4, per_device_batch_size=4), n_processes=3)
 
@@ -288,6 +288,19 @@ def full_run(tmp_path_factory, dataset4):
     t0 = time.monotonic()
     summary = sft.train(p)
     return p, summary, out, time.monotonic() - t0
+
+
+@pytest.mark.model
+def test_the_full_run_logs_its_loss_to_tensorboard_in_its_folder(full_run):
+    """report_to's default (tensorboard), TRL's callback: events in <out>/tb with loss.jsonl's numbers."""
+    from test_tracking import tensorboard_scalars
+
+    from thor_core.sft.folder import LOSS_LOG
+
+    p, _, out, _ = full_run
+    assert p.report_to == "tensorboard"  # the default
+    losses = {r["step"]: r["loss"] for r in read_jsonl_rows(out / LOSS_LOG) if "loss" in r}
+    assert losses and losses == pytest.approx(tensorboard_scalars(out / "tb")["train/loss"], rel=1e-5)
 
 
 @pytest.mark.model

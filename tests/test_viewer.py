@@ -255,3 +255,29 @@ def test_viewer_in_headless_chromium(record, children, qwen_tokenizer, tmp_path)
     steps = _steps(_parse(dom))
     assert len(steps) == 3 + 2 * 2, "each step should be a <details> section in the DOM"
     assert "code · call failed" in dom and "<script" not in dom
+
+
+def test_the_audit_colours_the_same_tokens_four_ways_and_flags_mismatches(record, children, qwen_tokenizer):
+    child = Trajectory.from_dict(children[0].to_dict())
+    n = len(child.completion_ids)
+    assert child.metadata["loss_start"] > 0 and child.mask[0] == 1
+    assert "thor-audit" not in viewer.trajectory_html(child, qwen_tokenizer)  # no audit fields: no audit view
+    child.trainer_logprobs = [-1.0] * n
+    child.entropy = [0.1 * i for i in range(n)]
+    child.logprobs = [None if m == 0 else -1.0 for m in child.mask]
+    child.logprobs[0], child.logprobs[n - 1] = -1.6, -1.2  # 0.6 nats (in the given prefix) and 0.2 (trained)
+    out = viewer.trajectory_html(child, qwen_tokenizer, mismatch_threshold=0.5)
+    starts = _parse(out)
+    views = [a for t, a in starts if t == "details" and a.get("class") == "thor-audit"]
+    assert [v["data-view"] for v in views] == list(viewer.AUDIT_VIEWS) and len({v["name"] for v in views}) == 1
+    assert ["open" in v for v in views] == [True, False, False, False]
+    assert out.count("1 tokens past 0.5 nats (0 trained)") == 4  # the 0.6 token lies in the given prefix
+    assert sum(a.get("class") == "thor-flag" for t, a in starts if t == "span") == 4  # flagged in every colouring
+    mismatch = out.split('data-view="mismatch"')[1].split("</details>")[0]
+    assert mismatch.count(f"background:{viewer.FLAG};border-right") == 1 and "diff -0.600 · entropy" in mismatch
+    assert f"background:{viewer._blend(viewer.MISMATCH, 0.2 / 0.5)}" in mismatch  # noqa: SLF001
+    assert viewer.audit_html(child, qwen_tokenizer, 0.1).count("2 tokens past 0.1 nats (1 trained)") == 4
+    child.metadata["rl_dropped"] = "no_spread"  # not a row of the update: nothing trains
+    assert not any(viewer.trained_tokens(child)) and "the record left the update (no_spread)" in viewer.audit_html(
+        child, qwen_tokenizer
+    )

@@ -18,15 +18,25 @@ later stage re-parses rendered text:
   token saying who wrote it: ``a`` the actor (the policy), ``c`` the critic,
   ``t`` a tool output block the kit inserted. SFT trains on ``a`` and ``c``
   and may mask ``t``; analysis can tell who wrote what. None elsewhere.
+- ``trainer_logprobs`` and ``entropy`` (optional, RL samples of rows the update
+  trained on): per completion token, the trainer's log-prob (under the weights
+  that sampled, so ``logprobs - trainer_logprobs`` is the engine/trainer
+  mismatch) and the entropy of its sampling distribution, both from the
+  update's own forward pass. In memory lists of floats; in JSON base64 strings
+  of little-endian float32 (log-probs: a mismatch of 0.001 nats must survive
+  at -20) and float16 (entropy, shown only), 8 characters a token in all
+  (``pack_floats``).
 
 Covered: JSONL (append-safe, resumable) round trips.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +46,23 @@ from thor_core.files import iter_json_lines
 
 FINISH_REASONS = ("eos", "answer", "length", "max_tool_rounds", "step", "code_executed", "failed_call")
 TOKEN_SOURCES = {"a": "actor", "c": "critic", "t": "tool output"}
+# |engine - trainer| log-prob (nats) past which a token counts as mismatched (RL's metric, the viewer's flag):
+# a probability ratio of e^0.5 = 1.65 (or 0.61), outside the clip range 1 - 0.2 .. 1 + 0.28 by itself, so such a
+# token's update follows the numerics rather than the policy; the cpu run of docs/RL.md measured mean |difference|
+# 0.003-0.006 with a maximum of 0.18-0.84 a step, so 0.5 flags the tail only.
+MISMATCH_THRESHOLD = 0.5
+# per-token float arrays of a record and their storage type in JSON (struct format: f float32, e float16)
+PACKED_FLOATS = {"trainer_logprobs": "f", "entropy": "e"}
+
+
+def pack_floats(values: list[float], kind: str) -> str:
+    """``values`` as base64 of little-endian ``kind`` (struct: ``f`` float32, ``e`` float16); NaN kept."""
+    return base64.b64encode(struct.pack(f"<{len(values)}{kind}", *values)).decode("ascii")
+
+
+def unpack_floats(text: str, kind: str) -> list[float]:
+    raw = base64.b64decode(text)
+    return list(struct.unpack(f"<{len(raw) // struct.calcsize(kind)}{kind}", raw))
 
 
 @dataclass
@@ -96,10 +123,15 @@ class Trajectory:
     finish_reason: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     token_sources: str | None = None  # one of TOKEN_SOURCES per completion token (TIRGen records)
+    trainer_logprobs: list[float] | None = None  # RL samples: the trainer's log-prob per completion token
+    entropy: list[float] | None = None  # RL samples: the trainer's entropy per completion token
 
     def __post_init__(self) -> None:
         self.tool_calls = [c if isinstance(c, ToolCall) else ToolCall(**c) for c in self.tool_calls]
         self.corrections = [c if isinstance(c, Correction) else Correction(**c) for c in self.corrections]
+        for name, kind in PACKED_FLOATS.items():
+            if isinstance(getattr(self, name), str):  # as read from JSON
+                setattr(self, name, unpack_floats(getattr(self, name), kind))
         self.validate()
 
     def validate(self) -> None:
@@ -107,10 +139,10 @@ class Trajectory:
         n = len(self.completion_ids)
         if len(self.mask) != n:
             raise ValueError(f"trajectory {self.question_id!r}: mask has {len(self.mask)} entries for {n} tokens")
-        if self.logprobs is not None and len(self.logprobs) != n:
-            raise ValueError(
-                f"trajectory {self.question_id!r}: logprobs has {len(self.logprobs)} entries for {n} tokens"
-            )
+        for name in ("logprobs", *PACKED_FLOATS):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ValueError(f"trajectory {self.question_id!r}: {name} has {len(values)} entries for {n} tokens")
         if any(m not in (0, 1) for m in self.mask):
             raise ValueError(f"trajectory {self.question_id!r}: mask entries must be 0 or 1")
         if self.token_sources is not None:
@@ -157,6 +189,9 @@ class Trajectory:
         d["tool_calls"] = [
             {**c, "code_span": list(c["code_span"]), "output_span": list(c["output_span"])} for c in d["tool_calls"]
         ]
+        for name, kind in PACKED_FLOATS.items():
+            if d[name] is not None:
+                d[name] = pack_floats(d[name], kind)
         return d
 
     @classmethod

@@ -11,8 +11,20 @@ path) is shown, marked as retried, where it was cut. TIRGen records tint the
 text by who wrote it (actor, critic, tool) with a legend. ``children``
 renders step-level regenerations under their parent; steps wholly inside a
 record's given prefix (before ``loss_start``) start collapsed. The token view
-shows every completion token tinted by whether it trains (``mask == 1`` and
-index >= ``loss_start``).
+shows every completion token tinted by whether it trains (``mask == 1``, index
+>= ``loss_start``, and for RL samples a row of the update: a record with
+``metadata["rl_dropped"]`` trains nothing).
+
+The per-token audit (RL samples the update trained on: ``Trajectory.trainer_logprobs``
+and ``entropy``; shown by default for them): the same tokens in four switchable
+colourings, each a ``<details>`` of one accordion (``name=``: opening one
+closes the others; no script needed; JupyterLab's sanitiser, for an untrusted
+notebook, drops ``name`` and ``data-view``, and each colouring then opens on its own): mask (what trains), advantage (green
+positive, red negative, on the trained tokens), mismatch (|engine - trainer|
+log-prob, white to amber up to ``mismatch_threshold``) and entropy (white to
+purple up to the record's largest). Tokens past the threshold are flagged in
+every colouring (a red outline, class ``thor-flag``; red in the mismatch colouring) and counted in each summary; each
+token's tooltip holds its numbers.
 
 With a tokenizer the text is cut exactly at the token spans of the record;
 without one the viewer parses ``completion_text`` for fenced blocks, matches
@@ -23,7 +35,7 @@ and no token view.
 Only inline ``style=`` attributes: no ``<style>`` or ``<script>`` (JupyterLab's
 sanitiser drops them in untrusted notebooks; it keeps ``details``, ``summary``,
 ``pre``, ``table``, ``style`` and ``title``). All model text is escaped.
-Not covered: the prompt (only ``prompt_ids`` are kept), logprobs, editing,
+Not covered: the prompt (only ``prompt_ids`` are kept), editing,
 search or filtering; ``metadata["step_regenerations"]`` is not read (pass the
 child records as ``children``).
 """
@@ -37,12 +49,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from thor_core import tir
-from thor_core.record import TOKEN_SOURCES, Trajectory
+from thor_core.record import MISMATCH_THRESHOLD, TOKEN_SOURCES, Trajectory
 
 SOURCE_COLOURS = {"a": "#e3edfd", "c": "#fdf0c4", "t": "#ececec"}
 TRAINED_COLOUR = "#b7e4c0"  # token view: this token's loss counts
 PREFIX_COLOUR = "#c9c9c9"  # token view: given prefix (index < loss_start), never trains
 INSERTED_COLOUR = "#ededed"  # token view: inserted tool output (mask 0)
+DROPPED_COLOUR = "#f6d5d1"  # token view: sampled, but the record was not a row of the update (rl_dropped)
+POSITIVE, NEGATIVE, MISMATCH, ENTROPY = "#1e8e3e", "#d93025", "#f9ab00", "#a142f4"  # audit scales, from white
+FLAG = "#d93025"  # audit: |engine - trainer| past the threshold
+AUDIT_VIEWS = ("mask", "advantage", "mismatch", "entropy")
 FAIL = "#d93025"
 OK = "#1e8e3e"
 RETRY = "#e8710a"
@@ -50,7 +66,15 @@ _FONT = "font-family:system-ui,-apple-system,Segoe UI,sans-serif;font-size:14px;
 _MONO = "font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px"
 _PRE = f"white-space:pre-wrap;word-break:break-word;margin:4px 0;padding:6px 8px;{_MONO}"
 _SUMMARY = "cursor:pointer;font-weight:600;padding:2px 0"
-_RL_KEYS = ("reward", "advantage", "rl_level", "group", "loss_start")  # shown in the header when metadata has them
+_RL_KEYS = (
+    "reward",
+    "advantage",
+    "rl_level",
+    "group",
+    "loss_start",
+    "rl_dropped",
+    "infra_failure",
+)  # shown in the header when metadata has them
 
 
 def _esc(text) -> str:
@@ -253,7 +277,7 @@ def _header(rec: Trajectory, title: str | None) -> str:
         v = md[key]
         rows.append((key, f"{v:+.3f}" if key == "advantage" and isinstance(v, int | float) else v))
     if rec.completion_ids:
-        rows.append(("tokens", f"{len(rec.completion_ids)} completion, {sum(_trained(rec))} train"))
+        rows.append(("tokens", f"{len(rec.completion_ids)} completion, {sum(trained_tokens(rec))} train"))
     cells = "".join(
         f'<tr><td style="color:#5f6368;padding:1px 12px 1px 0">{_esc(k)}</td><td style="{_MONO}">{_esc("—" if v is None else v)}</td></tr>'
         for k, v in rows
@@ -267,36 +291,136 @@ def _header(rec: Trajectory, title: str | None) -> str:
     return f'{head}{question}<table style="border-collapse:collapse;margin:4px 0">{cells}</table>{legend}'
 
 
-def _trained(rec: Trajectory) -> list[bool]:
-    """Whether each completion token's loss counts: sampled (mask 1) and not in the given prefix."""
-    start = _loss_start(rec)
-    return [m == 1 and i >= start for i, m in enumerate(rec.mask)]
+def trained_tokens(rec: Trajectory) -> list[bool]:
+    """Whether each completion token's loss counts: sampled (mask 1), not in the given prefix, and (RL samples) the
+    record a row of the update."""
+    start, dropped = _loss_start(rec), bool(rec.metadata.get("rl_dropped"))
+    return [m == 1 and i >= start and not dropped for i, m in enumerate(rec.mask)]
+
+
+def _mask_colour(rec: Trajectory, i: int, train: bool) -> str:
+    if train:
+        return TRAINED_COLOUR
+    if i < _loss_start(rec):
+        return PREFIX_COLOUR
+    return INSERTED_COLOUR if rec.mask[i] == 0 else DROPPED_COLOUR
+
+
+def _mask_legend(rec: Trajectory) -> str:
+    entries = [
+        (TRAINED_COLOUR, "trains (mask 1, after loss_start)"),
+        (PREFIX_COLOUR, "given prefix (never trains)"),
+        (INSERTED_COLOUR, "inserted tool output (mask 0)"),
+    ]
+    if reason := rec.metadata.get("rl_dropped"):
+        entries.append((DROPPED_COLOUR, f"sampled, not trained: the record left the update ({reason})"))
+    return _legend("", entries)
+
+
+def _blend(colour: str, t: float) -> str:
+    """White (t = 0) to ``colour`` (t = 1), as #rrggbb."""
+    t = min(max(t, 0.0), 1.0)
+    rgb = [int(colour[k : k + 2], 16) for k in (1, 3, 5)]
+    return "#" + "".join(f"{round(255 + (c - 255) * t):02x}" for c in rgb)
+
+
+def _token_spans(rec: Trajectory, tokenizer, colours: list[str], titles: list[str], flags: list[bool]) -> str:
+    """One span per completion token; a flagged token (class ``thor-flag``) has a red outline."""
+    spans = []
+    for tid, colour, title, flag in zip(rec.completion_ids, colours, titles, flags):
+        piece = _esc(tokenizer.decode([tid], skip_special_tokens=False))
+        style = f"background:{colour};border-right:1px solid #fff" + (";color:#fff" if colour == FLAG else "")
+        attrs = (
+            f' class="thor-flag" style="{style};outline:2px solid {FLAG};outline-offset:-2px"'
+            if flag
+            else f' style="{style}"'
+        )
+        spans.append(f'<span{attrs} title="{_esc(title)}">{piece}</span>')
+    return f'<div style="white-space:pre-wrap;word-break:break-all;line-height:1.7;{_MONO}">{"".join(spans)}</div>'
 
 
 def token_view_html(rec: Trajectory, tokenizer) -> str:
     """Every completion token as an inline span, tinted by whether its loss counts."""
-    start, spans = _loss_start(rec), []
-    for i, (tid, train) in enumerate(zip(rec.completion_ids, _trained(rec))):
-        colour = TRAINED_COLOUR if train else PREFIX_COLOUR if i < start else INSERTED_COLOUR
-        src = f" · {TOKEN_SOURCES[rec.token_sources[i]]}" if rec.token_sources else ""
-        piece = tokenizer.decode([tid], skip_special_tokens=False)
-        spans.append(
-            f'<span style="background:{colour};border-right:1px solid #fff" title="tok {i} · id {tid} · mask {rec.mask[i]}{src}">'
-            f"{_esc(piece)}</span>"
-        )
-    legend = _legend(
-        "",
-        [
-            (TRAINED_COLOUR, "trains (mask 1, after loss_start)"),
-            (PREFIX_COLOUR, "given prefix (never trains)"),
-            (INSERTED_COLOUR, "inserted tool output (mask 0)"),
-        ],
-    )
+    trained = trained_tokens(rec)
+    colours = [_mask_colour(rec, i, t) for i, t in enumerate(trained)]
+    src = [f" · {TOKEN_SOURCES[s]}" for s in rec.token_sources] if rec.token_sources else [""] * len(trained)
+    titles = [
+        f"tok {i} · id {tid} · mask {m}{s}" for i, (tid, m, s) in enumerate(zip(rec.completion_ids, rec.mask, src))
+    ]
     return (
-        f'<details open><summary style="{_SUMMARY}">Token view · {len(spans)} tokens, {sum(_trained(rec))} train</summary>'
-        f"{legend}"
-        f'<div style="white-space:pre-wrap;word-break:break-all;line-height:1.7;{_MONO}">{"".join(spans)}</div></details>'
+        f'<details open><summary style="{_SUMMARY}">Token view · {len(trained)} tokens, {sum(trained)} train</summary>'
+        f"{_mask_legend(rec)}{_token_spans(rec, tokenizer, colours, titles, [False] * len(trained))}</details>"
     )
+
+
+def mismatch(rec: Trajectory) -> list[float | None]:
+    """Per completion token: engine - trainer log-prob (None where either is missing)."""
+    if rec.logprobs is None or rec.trainer_logprobs is None:
+        return [None] * len(rec.completion_ids)
+    return [None if e is None or t != t else e - t for e, t in zip(rec.logprobs, rec.trainer_logprobs)]
+
+
+def audit_html(rec: Trajectory, tokenizer, threshold: float = MISMATCH_THRESHOLD) -> str:
+    """The per-token audit (see the module docstring): four colourings of the same tokens, one open at a time."""
+    n, trained, diff = len(rec.completion_ids), trained_tokens(rec), mismatch(rec)
+    ent = rec.entropy or [float("nan")] * n
+    adv = float(rec.metadata.get("advantage", 0.0) or 0.0)
+    flags = [d is not None and abs(d) > threshold for d in diff]
+    n_flag, n_flag_trained = sum(flags), sum(f and t for f, t in zip(flags, trained))
+    top = max([e for e in ent if e == e] or [1.0]) or 1.0
+    num = lambda v: "—" if v is None or v != v else f"{v:+.3f}"  # noqa: E731
+    titles = [
+        f"tok {i} · id {tid} · mask {rec.mask[i]} · {'trains' if trained[i] else 'no loss'} · advantage {adv:+.3f} · "
+        f"engine {num(rec.logprobs[i] if rec.logprobs else None)} · trainer "
+        f"{num(rec.trainer_logprobs[i] if rec.trainer_logprobs else None)} · diff {num(diff[i])} · entropy {num(ent[i])}"
+        + (f" · PAST {threshold:g} nats" if flags[i] else "")
+        for i, tid in enumerate(rec.completion_ids)
+    ]
+    mask = [_mask_colour(rec, i, t) for i, t in enumerate(trained)]
+    views = {
+        "mask": (mask, _mask_legend(rec)),
+        "advantage": (
+            [
+                _blend(POSITIVE if adv > 0 else NEGATIVE, 0.2 + 0.8 * min(abs(adv) / 2, 1)) if t else m
+                for t, m in zip(trained, mask)
+            ],
+            _legend(
+                "advantage of the row, on its trained tokens (|A| 2 = full): ",
+                [(_blend(POSITIVE, 1), "positive"), (_blend(NEGATIVE, 1), "negative"), (INSERTED_COLOUR, "no loss")],
+            ),
+        ),
+        "mismatch": (
+            [
+                INSERTED_COLOUR if d is None else FLAG if f else _blend(MISMATCH, abs(d) / threshold)
+                for d, f in zip(diff, flags)
+            ],
+            _legend(
+                f"|engine - trainer| log-prob, 0 to {threshold:g} nats: ",
+                [
+                    (_blend(MISMATCH, 0.5), f"{threshold / 2:g}"),
+                    (_blend(MISMATCH, 1), f"{threshold:g}"),
+                    (FLAG, "past it (flagged)"),
+                    (INSERTED_COLOUR, "no engine or trainer log-prob"),
+                ],
+            ),
+        ),
+        "entropy": (
+            [INSERTED_COLOUR if e != e else _blend(ENTROPY, e / top) for e in ent],
+            _legend(
+                f"entropy of the trainer's distribution, 0 to {top:.2f} nats: ",
+                [(_blend(ENTROPY, 0.5), f"{top / 2:.2f}"), (_blend(ENTROPY, 1), f"{top:.2f}")],
+            ),
+        ),
+    }
+    group = f"thor-audit-{id(rec)}"
+    count = f"{n_flag} tokens past {threshold:g} nats ({n_flag_trained} trained)"
+    blocks = [
+        f'<details class="thor-audit" data-view="{name}" name="{group}"{" open" if name == "mask" else ""}>'
+        f'<summary style="{_SUMMARY}">Audit · colour by {name} · {n} tokens, {sum(trained)} train, {count}</summary>'
+        f"{legend}{_token_spans(rec, tokenizer, colours, titles, flags)}</details>"
+        for name, (colours, legend) in views.items()
+    ]
+    return f'<div class="thor-audit-views" style="margin:6px 0">{"".join(blocks)}</div>'
 
 
 def trajectory_html(
@@ -305,9 +429,14 @@ def trajectory_html(
     *,
     title: str | None = None,
     children: Iterable[Trajectory] = (),
-    token_view=False,
+    token_view: bool | None = None,
+    mismatch_threshold: float = MISMATCH_THRESHOLD,
 ) -> str:
-    """One record as an HTML fragment (see the module docstring); ``children``: its step-level regenerations."""
+    """One record as an HTML fragment (see the module docstring); ``children``: its step-level regenerations.
+
+    ``token_view``: True shows the token view (the per-token audit where the record has one), None (default) the
+    audit only where the record has one, False neither; ``mismatch_threshold``: the audit's flag, in nats.
+    """
     items = _items_from_tokens(record, tokenizer) if tokenizer is not None else _items_from_text(record)
     start, body, seen_mark = _loss_start(record), [], False
     for n, step in enumerate(_steps(items), 1):
@@ -322,12 +451,21 @@ def trajectory_html(
             + "".join(_render_item(it) for it in step)
             + "</details>"
         )
-    if token_view and tokenizer is not None:
-        body.append(token_view_html(record, tokenizer))
+    audited = record.trainer_logprobs is not None
+    if tokenizer is not None and (token_view or (token_view is None and audited)):
+        body.append(
+            audit_html(record, tokenizer, mismatch_threshold) if audited else token_view_html(record, tokenizer)
+        )
     kids = list(children)
     if kids:
         inner = "".join(
-            trajectory_html(c, tokenizer, title=f"regeneration {i} of {record.question_id}", token_view=token_view)
+            trajectory_html(
+                c,
+                tokenizer,
+                title=f"regeneration {i} of {record.question_id}",
+                token_view=token_view,
+                mismatch_threshold=mismatch_threshold,
+            )  # fmt: skip
             for i, c in enumerate(kids, 1)
         )
         body.append(

@@ -10,16 +10,22 @@ Covered:
   the answer, ``prompt`` / ``test`` / ``entry_point`` are in ``metadata``).
 - Through ``datasets``, where the hub or a cached copy is reachable: the
   benchmarks and training sets in ``HUB_BENCHMARKS`` (MATH-500, AIME 2024/2025,
-  AMC 2023, Minerva Math, OlympiadBench, GSM8K, DeepScaleR, DAPO-17k; ToRL-28k
-  is only published as a file in the authors' GitHub repository, so it loads
-  from a local copy). Every entry can also read a local copy of the same data:
+  AMC 2023, Minerva Math, OlympiadBench, GSM8K; the paper's cold-start sources
+  DAPO-17k, DeepMath-103K and DeepScaleR-40k; ToRL-28k is only published as a
+  file in the authors' GitHub repository, so it loads from a local copy). Every
+  entry can also read a local copy of the same data:
   ``load_benchmark("gsm8k", local_path="test.parquet")``.
 - A user's own JSONL / JSON / Parquet / CSV file with a column mapping
   (``load_file``).
+- A stage's ``problems`` setting (``load_problems``): a file, one set, or a
+  seeded mix of several (``"dapo17k+deepmath+deepscaler"``, weights ``*2``,
+  local copies ``torl28k=train.parquet``; ``parse_sources``, ``mix_order``).
 
 Not covered: downloading anything at test time, HumanEval+/MBPP+/LiveCodeBench
 (``evalplus`` fetches its data at run time), the other nine mmath languages,
-and deduplication across sets (see ``thor_core.data.heldout.assert_no_overlap``).
+and duplicates across the sets of a mix (the same question in two sources is
+drawn twice). Keeping training questions out of the evaluation sets is
+``thor_core.data.decontam``'s job.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ import gzip
 import importlib.util
 import json
 import os
+import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +140,9 @@ class HubSpec:
     columns (``reward_model.ground_truth``, ``final_answer.0``) or a function of
     the row; ``clean_question`` / ``clean_answer`` post-process the text.
     ``hub_id`` None means the set is only published as a file (see ``where``).
+    ``metadata`` names the columns kept in ``Problem.metadata`` (None: every other
+    scalar column); sets that carry long solutions keep them out, so a run's
+    ``problems.jsonl`` stays small.
     """
 
     hub_id: str | None
@@ -144,6 +154,7 @@ class HubSpec:
     clean_answer: Callable[[Any], str] | None = None
     id_field: str | None = None
     where: str = ""
+    metadata: tuple[str, ...] | None = None
 
 
 def _gsm8k_answer(text: str) -> str:
@@ -204,7 +215,12 @@ HUB_BENCHMARKS: dict[str, HubSpec] = {
         id_field="id",
     ),
     "gsm8k": HubSpec("openai/gsm8k", "main", "test", "question", "answer", clean_answer=_gsm8k_answer),
-    "deepscaler": HubSpec("agentica-org/DeepScaleR-Preview-Dataset", None, "train", "problem", "answer"),
+    # columns (dataset cards): problem, answer, solution (a worked solution: not kept)
+    "deepscaler": HubSpec("agentica-org/DeepScaleR-Preview-Dataset", None, "train", "problem", "answer", metadata=()),
+    # columns: question, final_answer, difficulty, topic, r1_solution_1..3 (three R1 solutions, ~15 kB each: not kept)
+    "deepmath": HubSpec(
+        "zwhe99/DeepMath-103K", None, "train", "question", "final_answer", metadata=("difficulty", "topic")
+    ),
     "dapo17k": HubSpec(
         "open-r1/DAPO-Math-17k-Processed", "en", "train", "prompt", "solution", clean_question=_dapo_question
     ),
@@ -247,23 +263,36 @@ def _unavailable(name: str, spec: HubSpec, cause: str) -> BenchmarkUnavailable:
 
 def load_hub(name: str, limit: int | None = None, local_path: str | os.PathLike | None = None) -> list[Problem]:
     """A ``HUB_BENCHMARKS`` entry, from the hub/cache via ``datasets`` or from ``local_path``."""
+    rows = hub_rows(name, local_path)
+    return hub_problems(name, rows, range(len(rows) if limit is None else min(limit, len(rows))))
+
+
+def hub_rows(name: str, local_path: str | os.PathLike | None = None):
+    """The raw rows of a ``HUB_BENCHMARKS`` entry (a ``datasets.Dataset``, or a list read from ``local_path``)."""
     if name not in HUB_BENCHMARKS:
         raise ValueError(f"unknown hub benchmark {name!r}; known: {sorted(HUB_BENCHMARKS)}")
     spec = HUB_BENCHMARKS[name]
     if local_path is not None:
-        rows = read_rows(local_path)
-    elif spec.hub_id is None:
+        return read_rows(local_path)
+    if spec.hub_id is None:
         raise _unavailable(name, spec, "no hub copy")
-    else:
-        import datasets
+    import datasets
 
-        try:
-            rows = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split)
-        except Exception as e:  # noqa: BLE001 - offline, not cached, renamed upstream: all mean "not here"
-            raise _unavailable(name, spec, f"{type(e).__name__}: {e}") from e
-    if limit is not None:
-        rows = rows.select(range(min(limit, len(rows)))) if hasattr(rows, "select") else rows[:limit]
-    return [_problem_from_row(dict(row), i, name, spec.split, spec) for i, row in enumerate(rows)]
+    try:
+        return datasets.load_dataset(spec.hub_id, spec.config, split=spec.split)
+    except Exception as e:  # noqa: BLE001 - offline, not cached, renamed upstream: all mean "not here"
+        raise _unavailable(name, spec, f"{type(e).__name__}: {e}") from e
+
+
+def hub_problems(name: str, rows, indices: Sequence[int]) -> list[Problem]:
+    """Rows ``indices`` of ``hub_rows(name)`` as problems; a set without an id column numbers them by row."""
+    spec = HUB_BENCHMARKS[name]
+    fields = (spec.question, spec.answer)
+    if spec.metadata is not None and hasattr(rows, "select_columns") and all(isinstance(f, str) for f in fields):
+        used = {*(f.split(".")[0] for f in fields), *spec.metadata, spec.id_field}  # DeepMath: not its R1 solutions
+        rows = rows.select_columns([c for c in rows.column_names if c in used])
+    picked = rows.select(indices) if hasattr(rows, "select") else [rows[i] for i in indices]
+    return [_problem_from_row(dict(row), i, name, spec.split, spec) for i, row in zip(indices, picked, strict=True)]
 
 
 def _get(row: dict, path: Field) -> Any:
@@ -299,9 +328,8 @@ def _problem_from_row(row: dict, index: int, source: str, split: str, spec: HubS
         raise ValueError(f"{source}: row {index} has an empty question or answer")
     ident = row.get(spec.id_field) if spec.id_field else None
     used = {p.split(".")[0] for p in (spec.question, spec.answer) if isinstance(p, str)}
-    metadata = {
-        k: v for k, v in row.items() if k not in used and isinstance(v, (str, int, float, bool)) and k != spec.id_field
-    }
+    kept = spec.metadata if spec.metadata is not None else [k for k in row if k not in used and k != spec.id_field]
+    metadata = {k: row[k] for k in kept if isinstance(row.get(k), (str, int, float, bool))}
     return Problem(
         id=f"{source}/{ident if ident is not None else index}",
         question=question,
@@ -425,3 +453,104 @@ def load_benchmark(name_or_path: str | os.PathLike, limit: int | None = None, **
         f"{name!r} is neither a known benchmark nor an existing file. Offline: {', '.join(OFFLINE_BENCHMARKS)}; "
         f"through the hub: {', '.join(HUB_BENCHMARKS)}; or pass a .jsonl/.json/.parquet/.csv path."
     )
+
+
+# ------------------------------------------------------- a stage's problems
+
+MIX_JOIN, WEIGHT_MARK, COPY_MARK = "+", "*", "="
+
+
+@dataclass(frozen=True)
+class Source:
+    """One part of a stage's ``problems`` setting: a benchmark, optionally read from a local copy, with a weight."""
+
+    name: str
+    local_path: str | None = None
+    weight: float = 1.0
+
+
+def parse_sources(spec: str) -> list[Source]:
+    """``"dapo17k+deepmath*2+torl28k=data/train.parquet"`` -> its sources, checked.
+
+    Parts are joined by ``+``; each names an ``OFFLINE_BENCHMARKS`` or ``HUB_BENCHMARKS`` set, optionally followed by
+    ``=<file>`` (a hub set read from a local copy, as ``load_hub(local_path=...)``; the path holds no ``+`` or ``*``)
+    and ``*<weight>`` (a positive number, default 1). ValueError naming every bad part and the known sets.
+    """
+    known = (*OFFLINE_BENCHMARKS, *HUB_BENCHMARKS)
+    sources, errors = [], []
+    for part in spec.split(MIX_JOIN):
+        body, has_weight, weight_text = part.strip().partition(WEIGHT_MARK)
+        name, has_copy, path = (x.strip() for x in body.partition(COPY_MARK))
+        if name not in known:
+            errors.append(f"unknown set {name!r}" if name else "an empty part")
+            continue
+        try:
+            weight = float(weight_text) if has_weight else 1.0
+        except ValueError:
+            weight = -1.0
+        if not weight > 0:
+            errors.append(f"{name}: the weight after {WEIGHT_MARK!r} must be a positive number, got {weight_text!r}")
+        if has_copy and name not in HUB_BENCHMARKS:
+            errors.append(f"{name}: a local copy ({COPY_MARK}<file>) is for hub sets; {name} ships offline")
+        elif has_copy and not Path(path).is_file():
+            errors.append(f"{name}: no local copy at {path!r}")
+        if name in {s.name for s in sources}:
+            errors.append(f"{name} is named twice")
+        sources.append(Source(name, path if has_copy else None, weight))
+    if errors:
+        raise ValueError(
+            f"problems {spec!r}: {'; '.join(errors)}. Known sets: {', '.join(known)} (or one existing data file); "
+            f"a mix joins sets with {MIX_JOIN!r}, e.g. 'dapo17k+deepmath*2+deepscaler'"
+        )
+    return sources
+
+
+def mix_order(sizes: Sequence[int], weights: Sequence[float], n: int) -> list[tuple[int, int]]:
+    """The first ``n`` draws of a weighted mix as (source, how many that source gave before).
+
+    Stride scheduling: each draw goes to the source, among those not used up, whose count after it divided by its
+    weight is lowest (ties: the first listed). Every prefix is as close to the weights as whole draws allow, so the
+    first ``n`` draws do not depend on ``n``; a used-up source's share passes to the others.
+    """
+    taken, order = [0] * len(sizes), []
+    while len(order) < n:
+        left = [j for j, size in enumerate(sizes) if taken[j] < size]
+        if not left:
+            break
+        j = min(left, key=lambda j: ((taken[j] + 1) / weights[j], j))
+        order.append((j, taken[j]))
+        taken[j] += 1
+    return order
+
+
+def load_problems(spec: str, n: int, seed: int) -> list[Problem]:
+    """At most ``n`` problems of a stage's ``problems`` setting (``generated`` aside: ``thor_core.data.heldout``).
+
+    An existing file: its first ``n`` rows (``load_file``'s columns). One set (``parse_sources``): its first ``n``
+    problems. Several (a mix): ``n`` drawn at random under ``seed`` in the order of ``mix_order``, each set in a
+    seeded order of its own, so problem ``i`` is the same whatever ``n`` is and ids keep each problem's row in its
+    set (``deepmath/51234``).
+    """
+    if Path(spec).is_file():
+        return load_file(spec, limit=n)
+    sources = parse_sources(spec)
+    if len(sources) == 1:
+        (one,) = sources
+        return load_benchmark(one.name, limit=n, **({"local_path": one.local_path} if one.local_path else {}))
+    pools = [_pool(s) for s in sources]
+    order = mix_order([size for size, _ in pools], [s.weight for s in sources], n)
+    drawn = []
+    for j, (source, (size, fetch)) in enumerate(zip(sources, pools, strict=True)):
+        rows = list(range(size))
+        random.Random(f"{seed}/{source.name}").shuffle(rows)
+        drawn.append(fetch(rows[: sum(1 for i, _ in order if i == j)]))
+    return [drawn[j][k] for j, k in order]
+
+
+def _pool(source: Source) -> tuple[int, Callable[[Sequence[int]], list[Problem]]]:
+    """(size, rows -> problems) of one set of a mix; hub sets are converted only where drawn."""
+    if source.name in HUB_BENCHMARKS:
+        rows = hub_rows(source.name, source.local_path)
+        return len(rows), lambda indices: hub_problems(source.name, rows, indices)
+    problems = load_benchmark(source.name)
+    return len(problems), lambda indices: [problems[i] for i in indices]

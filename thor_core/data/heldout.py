@@ -1,8 +1,13 @@
-"""Training and evaluation problems kept apart: the overlap checks, the problems each training run records, and the
-one held-out rule (generated problems that none of the given training problems duplicate).
+"""Training and evaluation problems kept apart: a stage's training set, decontaminated; the problems each training
+run records; and the one held-out rule (generated problems that none of the given training problems duplicate).
 
-- ``find_overlap`` / ``assert_no_overlap``: normalised question text against evaluation sets (default: the offline
-  benchmarks); TIRGen and RL refuse generated training problems that duplicate an evaluation question.
+- ``training_set``: the problems a stage's ``problems`` setting names (``generated``, a set, a file, a mix:
+  ``thor_core.data.benchmarks.load_problems``), with every question that an evaluation benchmark contaminates
+  removed (``thor_core.data.decontam``: exact text or a shared 13-word run) and the report of what was removed.
+  TIRGen and RL write it as ``decontamination.json`` beside ``problems.jsonl`` and print it in one line.
+  Checked against (``decontamination_benchmarks``): the offline evaluation sets always, and the paper's six through
+  the hub when the problems come from the benchmark registry (the paper-scale sets).
+- ``find_overlap``: pairs of questions with equal normalised text (the held-out rule's test).
 - ``write_problems`` / ``read_problems``: the ``problems.jsonl`` a training run records (TIRGen, RL).
 - ``heldout_problems``: the held-out sets of the checks, described next.
 
@@ -12,9 +17,8 @@ RL training problems, 04 the problems recorded in the chain's run folders (``hel
 ``problems.jsonl``). Questions are compared by normalised text (``find_overlap``). The same seed gives the
 same set wherever nothing is excluded, so the three checks share their problems (seed 9001 in every profile).
 
-Not covered: near-duplicates (the same problem with other numbers is a different problem here, as it is for a
-model); overlap with hub benchmarks (generated problems are checked against the offline evaluation sets when drawn
-for training, ``assert_no_overlap``).
+Not covered: near-duplicates in the held-out rule (the same problem with other numbers is a different problem here,
+as it is for a model; generated problems share their templates' wording, so an n-gram rule would match them all).
 """
 
 from __future__ import annotations
@@ -22,23 +26,52 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from thor_core.data.benchmarks import Problem, load_benchmark
-from thor_core.data.problems import generate_problems
+from thor_core.data.benchmarks import HUB_BENCHMARKS, Problem, load_benchmark, load_problems, parse_sources
+from thor_core.data.decontam import Reference, decontaminate, normalize_question
+from thor_core.data.problems import LEVELS, generate_problems
 from thor_core.files import iter_json_lines, repo_path
 
 EVAL_BENCHMARKS = ("math500_mmath", "aime24", "aime25", "cnmo")  # the offline evaluation sets
+# the paper's six evaluation sets (Table 1), through the hub: MATH500, AIME24, AIME25, AMC23, Minerva, OlympiadBench
+PAPER_BENCHMARKS = ("math500", "aime24_hf", "aime25_full", "amc23", "minerva", "olympiadbench")
 PROBLEMS_FILE = "problems.jsonl"
 
 
-def normalize_question(text: str) -> str:
-    """Lower-case text with LaTeX delimiters, punctuation and whitespace removed (for overlap checks)."""
-    text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad)", "", text.lower())
-    return re.sub(r"[^a-z0-9]+", "", text)
+def decontamination_benchmarks(spec: str) -> tuple[str, ...]:
+    """The evaluation sets a training set named by ``spec`` is checked against: the offline ones, and the paper's
+    six when ``spec`` names a set of the benchmark registry (a machine that trains on those reaches the hub or holds
+    its cache; generated problems and a user's own file are checked offline)."""
+    if spec == "generated" or Path(spec).is_file():
+        return EVAL_BENCHMARKS
+    hub = any(s.name in HUB_BENCHMARKS for s in parse_sources(spec))
+    return (*EVAL_BENCHMARKS, *PAPER_BENCHMARKS) if hub else EVAL_BENCHMARKS
+
+
+def training_set(
+    spec: str,
+    n: int,
+    seed: int,
+    levels: Sequence[int] = LEVELS,
+    kinds: Sequence[str] | None = None,
+    against: Sequence[str] | Mapping[str, Sequence[Problem]] | None = None,
+) -> tuple[list[Problem], dict[str, Any]]:
+    """A stage's training problems without the ones an evaluation set contaminates, and the decontamination report.
+
+    ``spec``: ``generated`` (``generate_problems(n, seed, levels, kinds)``) or what ``load_problems`` reads (a mix
+    is drawn under ``seed``). ``against``: benchmark names, or name -> problems; default
+    ``decontamination_benchmarks(spec)``. A set that cannot be loaded stops the run (``BenchmarkUnavailable``).
+    """
+    if spec == "generated":
+        problems = generate_problems(n, seed, levels=levels, kinds=kinds)
+    else:
+        problems = load_problems(spec, n, seed)
+    against = decontamination_benchmarks(spec) if against is None else against
+    groups = against if isinstance(against, Mapping) else {name: load_benchmark(name) for name in against}
+    return decontaminate(problems, Reference.build(groups))
 
 
 def find_overlap(
@@ -55,19 +88,6 @@ def find_overlap(
         for p in group:
             reference.setdefault(normalize_question(p.question), p.id)
     return [(p.id, reference[key]) for p in problems if (key := normalize_question(p.question)) in reference]
-
-
-def assert_no_overlap(
-    problems: Iterable[Problem], benchmarks: Iterable[str | Problem | Sequence[Problem]] = EVAL_BENCHMARKS
-) -> None:
-    """Raise ValueError naming every generated question that also appears in an evaluation set."""
-    clashes = find_overlap(problems, benchmarks)
-    if clashes:
-        shown = ", ".join(f"{a} = {b}" for a, b in clashes[:10])
-        raise ValueError(
-            f"{len(clashes)} training problems duplicate evaluation questions ({shown}"
-            f"{', ...' if len(clashes) > 10 else ''}); drop them or change the seed"
-        )
 
 
 def write_problems(problems: Sequence[Problem], folder: str | os.PathLike) -> None:

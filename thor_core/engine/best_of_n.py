@@ -13,7 +13,8 @@ Covered:
   as one whose calls all failed, so it ranks below any trajectory with a
   successful call: an answer that ran no code carries no execution evidence.
   ``no_call_score=1.0`` is the authors' released script, which scores it 1.0,
-  tied with answers whose calls all succeeded.
+  tied with answers whose calls all succeeded (notebook 04's ``no_call_score``
+  parameter; docs/METHOD.md, section 5, states both rules and the tie-break).
 - ``majority_vote``: the baseline selector (self-consistency): the most
   frequent answer wins, ties go to the answer seen first; trajectories without
   an answer do not vote unless no trajectory has one.

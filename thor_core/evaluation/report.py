@@ -1,7 +1,8 @@
 """Evaluation reports: Markdown tables of summaries and trajectories (moved out of ``thor_core.evaluation.runner``).
 
-Covered: ``describe`` (one line naming a run), ``benchmark_table``,
-``tool_table`` (the 2x2 with chi-square), ``best_of_n_table``,
+Covered: ``describe`` (one line naming a run), ``benchmark_table`` (Avg@k, pass@k, maj@k per
+benchmark with their bootstrap intervals, ``metric_cell``, the mean over benchmarks and the pooled row),
+``tool_table`` (the 2x2 with chi-square), ``best_of_n_table`` (with ``no_call_note``),
 ``summary_markdown`` (one run's ``summary.md``), ``render_trajectory``
 (Markdown of one record, failed calls and discarded retries labelled) and
 ``pick_examples``. All take the summary dicts ``metrics.summarize`` builds,
@@ -35,20 +36,37 @@ def describe(summary: dict[str, Any]) -> str:
     )
 
 
+def metric_cell(m: dict[str, Any], name: str) -> str:
+    """``25.0 [10.0, 40.0]``: a metric of ``metrics.group_metrics`` in % with its 95% bootstrap interval (``-`` when
+    absent; a summary written before the intervals existed shows the value alone)."""
+    value, ci = m.get(name), m.get(f"{name}_ci")
+    if value is None:
+        return "-"
+    return pct(value) + (f" [{pct(ci[0])}, {pct(ci[1])}]" if ci else "")
+
+
 def benchmark_table(summary: dict[str, Any]) -> str:
-    """Markdown: one row per benchmark and an overall row (accuracies and rates in %)."""
+    """Markdown: one row per benchmark, the mean over benchmarks and the pooled row (accuracies and rates in %;
+    Avg@k, pass@k and maj@k with 95% bootstrap intervals over problems)."""
     k = summary["k"]
     head = (
-        f"| benchmark | problems | samples | Avg@{k} | pass@{k} | answered | truncated | policy tokens "
-        "| calls/answer | tool success | timeouts | corrections/answer |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| benchmark | problems | samples | Avg@{k} | pass@{k} | maj@{k} | answered | truncated | policy tokens "
+        "| calls/answer | tool success | timeouts | corrections/answer |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
-    rows = [*summary["benchmarks"].items(), ("**overall**", summary["overall"])]
-    return head + "".join(
-        f"| {name} | {m['problems']} | {m['samples']} | {pct(m['avg@k'])} | {pct(m['pass@k'])} | {pct(m['answered_rate'])} "
-        f"| {pct(m['truncated_rate'])} | {_num(m['mean_policy_tokens'], 0)} | {_num(m['calls_per_answer'])} "
-        f"| {pct(m['tool_success_rate'])} | {pct(m['timeout_rate'])} | {_num(m['corrections_per_answer'])} |\n"
-        for name, m in rows
+    rows = "".join(
+        f"| {name} | {m['problems']} | {m['samples']} | {metric_cell(m, 'avg@k')} | {metric_cell(m, 'pass@k')} "
+        f"| {metric_cell(m, 'maj@k')} | {pct(m['answered_rate'])} | {pct(m['truncated_rate'])} "
+        f"| {_num(m['mean_policy_tokens'], 0)} | {_num(m['calls_per_answer'])} | {pct(m['tool_success_rate'])} "
+        f"| {pct(m['timeout_rate'])} | {_num(m['corrections_per_answer'])} |\n"
+        for name, m in [*summary["benchmarks"].items(), ("**all answers pooled**", summary["overall"])]
     )
+    macro = summary.get("macro")
+    if macro and macro["benchmarks"] > 1:
+        rows += (
+            f"| **mean of {macro['benchmarks']} benchmarks** | | | {metric_cell(macro, 'avg@k')} "
+            f"| {metric_cell(macro, 'pass@k')} | {metric_cell(macro, 'maj@k')} | | | | | | | |\n"
+        )
+    return head + rows
 
 
 def tool_table(summary: dict[str, Any]) -> str:
@@ -75,10 +93,24 @@ def best_of_n_table(summary: dict[str, Any]) -> str:
     if not rows:
         return "Best-of-N not computed (needs best_of_n and k >= N).\n"
     head = "| N | problems | exec pass rate | majority vote | single sample | oracle (pass@N) |\n|---|---|---|---|---|---|\n"
-    return head + "".join(
-        f"| {r['n']} | {r['problems']} | {pct(r['exec_pass_rate'])} | {pct(r['majority_vote'])} "
-        f"| {pct(r['single'])} | {pct(r['oracle'])} |\n"
-        for r in rows
+    return (
+        head
+        + "".join(
+            f"| {r['n']} | {r['problems']} | {pct(r['exec_pass_rate'])} | {pct(r['majority_vote'])} "
+            f"| {pct(r['single'])} | {pct(r['oracle'])} |\n"
+            for r in rows
+        )
+        + f"\n{no_call_note(summary)}\n"
+    )
+
+
+def no_call_note(summary: dict[str, Any]) -> str:
+    """One line: which score an answer without code calls got in the execution pass rate (docs/METHOD.md §5)."""
+    score = summary.get("no_call_score", 0.0)
+    rule = "the authors' script" if score == 1.0 else ("the kit's default" if score == 0.0 else "set by hand")
+    return (
+        f"Execution pass rate: an answer without code calls scores {score:g} ({rule}); ties go to majority vote "
+        "among the tied answers, then to the first in sampling order."
     )
 
 

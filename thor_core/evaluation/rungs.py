@@ -16,10 +16,14 @@ Covered:
   The benchmark ``heldout`` is ``problems.generate_problems(heldout_n,
   seed=heldout_seed)``, the first candidates of notebooks 02/03's held-out set.
 - Tables (Markdown) from the summaries (``load_summaries`` re-reads them):
-  accuracy per benchmark, rung and mode with n and a 95% Wilson interval;
+  Avg@k per rung and mode, a column per benchmark and the mean over
+  benchmarks (the paper's Table 1 layout), and Avg@k, pass@k and maj@k with a
+  row per benchmark (95% bootstrap intervals over problems,
+  ``thor_core.evaluation.metrics``);
   best-of-N (execution pass rate vs majority vote) at the asked N where k
-  allows; the cost of self-correction (tokens and wall time, tir-sc vs tir on
-  the same rung); the 2x2 tool success x correctness table per rung with
+  allows, an answer without calls scored ``no_call_score`` (0, or the
+  authors' 1.0: ``rescore_best_of_n``); the cost of self-correction (tokens
+  and wall time, tir-sc vs tir on the same rung); the 2x2 tool success x correctness table per rung with
   Pearson's chi-square (``stats.chi_square_2x2``). Two figures; ``write_report``.
 
 Not covered: paired tests between rungs (notebook 05, ``thor_core.runs.ladder``),
@@ -43,10 +47,13 @@ from thor_core.backends import make_backend
 from thor_core.data import heldout
 from thor_core.engine.rollout import RolloutConfig, rollout_config
 from thor_core.evaluation import runner as evaluation
+from thor_core.evaluation.metrics import best_of_n_curve
+from thor_core.evaluation.report import metric_cell, no_call_note, summary_markdown
 from thor_core.files import repo_path, write_json_atomic
 from thor_core.models import EMBEDDED_PREFIX
 from thor_core.plots import plot_best_of_n_comparison, save_figure
-from thor_core.stats import chi_square_2x2, pct, wilson_interval
+from thor_core.sandbox import check_urls
+from thor_core.stats import chi_square_2x2, pct
 
 #: the paper's ladder: rung -> what it adds (notebook 04 evaluates T1-T5, and T5 with self-correction as T6)
 RUNGS = {"T1": "base", "T2": "CoT RL (no tools)", "T3": "SFT only (TIRGen cold start)",
@@ -84,9 +91,22 @@ class RungsParams:
     max_new_tokens: int = 768
     max_tool_rounds: int = 10
     correction_suffix_tokens: int = field(default=100, metadata={"help": "L_suf at inference (authors: 500)"})
-    max_corrections: int = 2
+    max_corrections: int = field(default=4, metadata={"help": "N_corr: retries per failing call (paper: 4)"})
     code_timeout_s: float | None = None
+    sandbox_urls: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "sandbox hosts: http://HOST:PORT each, running thor_core.sandbox.server (null: this machine)"
+        },
+    )
     best_of_n: list[int] = field(default_factory=lambda: [4, 8], metadata={"help": "N of best-of-N (those <= k)"})
+    no_call_score: float = field(default=0.0, metadata={"help": "best-of-N score of an answer without code calls: 0 (the kit's: no execution evidence) or 1.0 (the authors' script)"})  # fmt: skip
+    judge_base_url: str | None = field(
+        default=None,
+        metadata={"help": "optional LLM answer judge, an OpenAI-compatible server (e.g. http://host:8000/v1); "
+                          "math-verify still grades, the judge's agreement is reported (thor_core.evaluation.judge)"},
+    )  # fmt: skip
+    judge_model: str | None = field(default=None, metadata={"help": "the judge's served model name (the paper: Qwen3-32B)"})  # fmt: skip
     show_trajectories: int = 2
     seed: int = 0
     run_dir: str | None = None
@@ -114,7 +134,18 @@ class RungsParams:
         if "heldout" in self.benchmarks and self.heldout_n < 1:
             bad.append(f"heldout_n: must be >= 1 when benchmarks has heldout, got {self.heldout_n}")
         if not self.benchmarks:
-            bad.append("benchmarks: name at least one (heldout, math500_mmath, aime24, aime25, cnmo)")
+            bad.append("benchmarks: name at least one (heldout; offline math500_mmath, aime24, aime25, cnmo; hub "
+                       "math500, aime24_hf, aime25_full, amc23, minerva, olympiadbench)")  # fmt: skip
+        if not 0.0 <= self.no_call_score <= 1.0:
+            bad.append(
+                f"no_call_score: an execution pass rate, in [0, 1] (0 or the authors' 1.0), got {self.no_call_score}"
+            )
+        if self.judge_model and not self.judge_base_url:
+            bad.append("judge_model: set judge_base_url too (the server that serves it), or drop judge_model")
+        try:
+            check_urls(self.sandbox_urls)
+        except ValueError as e:
+            bad.append(str(e))
         if bad:
             raise ValueError("RungsParams: " + "; ".join(bad))
 
@@ -186,6 +217,18 @@ def plan(p: RungsParams) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def rescore_best_of_n(result: evaluation.EvalResult, n: int | None, no_call_score: float) -> None:
+    """Recompute ``result``'s best-of-N curve with ``no_call_score`` and rewrite its summary files, where the score
+    differs from the one ``runner.evaluate`` summarized with (the kit's 0); from the graded records in memory, so
+    switching the rule needs no new samples."""
+    if n is None or result.summary.get("no_call_score", 0.0) == no_call_score:
+        return
+    result.summary["best_of_n"] = best_of_n_curve(result.records, n, no_call_score=no_call_score)
+    result.summary["no_call_score"] = no_call_score
+    write_json_atomic(result.summary_path, result.summary)
+    result.markdown_path.write_text(summary_markdown(result.summary), encoding="utf-8")
+
+
 def evaluate_rungs(p: RungsParams, out_dir: str | os.PathLike, sandbox, grader=None, progress: bool = True):
     """Evaluate every runnable rung of ``plan(p)`` into ``out_dir/<rung>/``; rung -> tag -> EvalResult.
 
@@ -206,10 +249,12 @@ def evaluate_rungs(p: RungsParams, out_dir: str | os.PathLike, sandbox, grader=N
                                         p.rollout_config(), out_dir / rung, limit=p.limit, best_of_n=p.curve_n(),
                                         grader=grader, progress=progress, problems=p.problems(),
                                         model=local_model(step["model"]))  # fmt: skip
+                rescore_best_of_n(r, p.curve_n(), p.no_call_score)
                 results.setdefault(rung, {})[r.tag] = r
                 s = r.summary
-                print(f"  {rung} {r.tag}: Avg@{p.k} {pct(s['overall']['avg@k'])}% over {s['overall']['samples']} "
-                      f"answers; {s['new']} new, {s['resumed']} resumed, {s['wall_s']} s", flush=True)  # fmt: skip
+                print(f"  {rung} {r.tag}: Avg@{p.k} {pct(s['macro']['avg@k'])}% (mean of {s['macro']['benchmarks']} "
+                      f"benchmarks) over {s['overall']['samples']} answers; {s['new']} new, {s['resumed']} resumed, "
+                      f"{s['wall_s']} s", flush=True)  # fmt: skip
     return results
 
 
@@ -235,25 +280,51 @@ def _rows(summaries):
     return [(rung, tag, s) for rung, tags in summaries.items() for tag in TAGS if (s := tags.get(tag))]
 
 
-def _acc(m: dict[str, Any]) -> str:
-    if m["avg@k"] is None:
-        return "-"
-    hits = round(m["avg@k"] * m["samples"])
-    lo, hi = wilson_interval(hits, m["samples"])
-    return f"{pct(m['avg@k'])} [{pct(lo)}, {pct(hi)}] (n={m['samples']})"
+def _macro(s: dict[str, Any]) -> dict[str, Any]:
+    """The mean over benchmarks of a summary (one written before ``macro`` existed: its ``macro_avg@k``, no interval)."""
+    return s.get("macro") or {"avg@k": s.get("macro_avg@k"), "benchmarks": len(s["benchmarks"])}
+
+
+def _benchmarks(summaries) -> list[str]:
+    return list(dict.fromkeys(b for _, _, s in _rows(summaries) for b in s["benchmarks"]))
 
 
 def accuracy_table(summaries) -> str:
-    """Markdown: Avg@k % [95% Wilson CI] (n answers) per benchmark and overall, one row per rung and mode."""
-    names = list(dict.fromkeys(b for _, _, s in _rows(summaries) for b in s["benchmarks"]))
-    lines = ["| rung | mode | " + " | ".join(names) + " | overall | policy tokens / answer | wall s |",
-             "|---|---|" + "---|" * (len(names) + 3)]  # fmt: skip
+    """Markdown, the paper's Table 1 layout: Avg@k % [95% bootstrap CI] per rung and mode, a column per benchmark and
+    the mean over benchmarks (each weighs the same, as the paper's average), tokens and wall time."""
+    names = _benchmarks(summaries)
+    mean = f"mean of {len(names)}" if len(names) > 1 else "all"
+    lines = ["| rung | mode | k | " + " | ".join(names) + f" | **{mean}** | policy tokens / answer | wall s |",
+             "|---|---|---|" + "---|" * (len(names) + 3)]  # fmt: skip
     for rung, tag, s in _rows(summaries):
-        cells = [_acc(s["benchmarks"][b]) if b in s["benchmarks"] else "-" for b in names]
+        cells = [metric_cell(s["benchmarks"][b], "avg@k") if b in s["benchmarks"] else "-" for b in names]
         tokens = s["overall"]["mean_policy_tokens"]
-        lines.append(f"| {_label(rung, tag)} | {tag} | " + " | ".join(cells) + f" | **{_acc(s['overall'])}** | "
+        lines.append(f"| {_label(rung, tag)} | {tag} | {s['k']} | " + " | ".join(cells) + f" | **{metric_cell(_macro(s), 'avg@k')}** | "
                      f"{'-' if tokens is None else f'{tokens:.0f}'} | {s.get('wall_s_total', s['wall_s'])} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def metrics_table(summaries) -> str:
+    """Markdown: Avg@k, pass@k and maj@k % [95% bootstrap CI over problems], a row per benchmark, rung and mode
+    (benchmark by benchmark, so a benchmark's rungs sit together), then the mean over benchmarks per rung and mode."""
+    lines = [
+        "| benchmark | rung | mode | problems | answers | Avg@k | pass@k | maj@k |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names, rows = _benchmarks(summaries), _rows(summaries)
+    for b in names:
+        for rung, tag, s in rows:
+            if m := s["benchmarks"].get(b):
+                cells = " | ".join(metric_cell(m, x) for x in ("avg@k", "pass@k", "maj@k"))
+                lines.append(f"| {b} | {_label(rung, tag)} | {tag} | {m['problems']} | {m['samples']} | {cells} |")
+    if len(names) > 1:
+        for rung, tag, s in rows:
+            cells = " | ".join(metric_cell(_macro(s), x) for x in ("avg@k", "pass@k", "maj@k"))
+            lines.append(f"| **mean of {_macro(s)['benchmarks']}** | {_label(rung, tag)} | {tag} | | | {cells} |")
+    note = ("\nk samples per problem (the `k` column above); pass@k is the unbiased estimator, maj@k the majority "
+            "answer of each problem's k samples. Intervals: 95% percentile bootstrap over problems (a problem's "
+            "samples resampled together); the mean's resamples each benchmark within itself.\n")  # fmt: skip
+    return "\n".join(lines) + "\n" + note
 
 
 def best_of_n_table(summaries, ns: list[int]) -> str:
@@ -270,7 +341,8 @@ def best_of_n_table(summaries, ns: list[int]) -> str:
             cells += [f"{pct(row['exec_pass_rate'])} ({row['problems']} q)", pct(row["majority_vote"])] if row else [f"needs k >= {n}", "-"]  # fmt: skip
         single = pct(curve[1]["single"]) if 1 in curve else pct(s["overall"]["avg@k"])
         lines.append(f"| {_label(rung, tag)} | {tag} | {s['k']} | {single} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rules = {no_call_note(s) for _, _, s in _rows(summaries)}
+    return "\n".join(lines) + "\n\nAll benchmarks pooled. " + " / ".join(sorted(rules)) + "\n"
 
 
 def correction_cost_table(summaries) -> str:
@@ -314,23 +386,25 @@ def tool_chi_square_table(summaries) -> str:
 
 
 def plot_accuracy(summaries, out_dir: str | os.PathLike) -> Path:
-    """Bars: overall Avg@k per rung and mode with 95% Wilson intervals, n above each bar."""
+    """Bars: Avg@k per rung and mode, the mean over benchmarks, with its 95% bootstrap interval; answers above each bar."""
     rows = _rows(summaries)
     fig = Figure(figsize=(max(5.0, 0.9 * len(rows) + 2), 3.8))
     ax = fig.subplots()
     for i, (_, tag, s) in enumerate(rows):
-        m = s["overall"]
+        m = _macro(s)
         acc = 100 * (m["avg@k"] or 0.0)
-        lo, hi = wilson_interval(round((m["avg@k"] or 0.0) * m["samples"]), m["samples"])
+        lo, hi = m.get("avg@k_ci") or (acc / 100, acc / 100)
         ax.bar(i, acc, color=f"C{TAGS.index(tag)}", label=tag if tag not in [t for _, t, _ in rows[:i]] else None)
         ax.errorbar(i, acc, [[acc - 100 * lo], [100 * hi - acc]], color="black", capsize=3, lw=1)
-        ax.text(i, 100 * hi + 1, f"{acc:.0f}\nn={m['samples']}", ha="center", fontsize=7)
+        ax.text(i, 100 * hi + 1, f"{acc:.0f}\nn={s['overall']['samples']}", ha="center", fontsize=7)
     ax.set_xticks(
         range(len(rows)), ["T6" if (r, t) == ("T5", "tir-sc") else f"{r}\n{t}" for r, t, _ in rows], fontsize=8
     )
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("Avg@k (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("Accuracy per rung and mode (all benchmarks pooled, 95% Wilson CI)", fontsize=9)
+    n_bench = len(_benchmarks(summaries))
+    what = f"mean of {n_bench} benchmarks" if n_bench > 1 else "one benchmark"
+    ax.set_title(f"Avg@k per rung and mode ({what}, 95% bootstrap CI)", fontsize=9)
     ax.legend(fontsize=7)
     return save_figure(fig, Path(out_dir) / "rungs_accuracy.png")
 
@@ -360,10 +434,11 @@ def plan_markdown(steps: list[dict[str, Any]]) -> str:
 def report_markdown(
     summaries, steps: list[dict[str, Any]], ns: list[int], figures: dict[str, Path] | None = None
 ) -> str:
-    """The whole report: the plan (skips included), the four tables, the figures."""
+    """The whole report: the plan (skips included), the tables, the figures."""
     pictures = "".join(f"![{name}]({Path(path).name})\n" for name, path in (figures or {}).items())
     return (f"# Notebook 04: the ladder's rungs on held-out benchmarks\n\n{plan_markdown(steps)}\n"
-            f"## Accuracy per benchmark (Avg@k %, 95% Wilson CI, n answers)\n\n{accuracy_table(summaries)}\n"
+            f"## Accuracy per benchmark (Avg@k %, 95% bootstrap CI)\n\n{accuracy_table(summaries)}\n"
+            f"## Avg@k, pass@k and maj@k per benchmark\n\n{metrics_table(summaries)}\n"
             f"## Best-of-N\n\n{best_of_n_table(summaries, ns)}\n"
             f"## Cost of self-correction\n\n{correction_cost_table(summaries)}\n"
             f"## Tool success x correctness\n\n{tool_chi_square_table(summaries)}\n{pictures}")  # fmt: skip

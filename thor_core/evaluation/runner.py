@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +47,7 @@ from thor_core.files import check_settings, write_json_atomic
 from thor_core.grading import shared_grader
 from thor_core.models import DEFAULT_MODEL, model_fingerprint
 from thor_core.record import Trajectory, iter_jsonl, write_jsonl
-from thor_core.sandbox import Sandbox, SandboxConfig
+from thor_core.sandbox import SANDBOX_URL_HELP, open_sandbox
 
 
 def run_tag(mode: str, self_correction: bool) -> str:
@@ -262,38 +263,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tool-rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--sandbox-url", action="append", dest="sandbox_urls", metavar="URL", help=SANDBOX_URL_HELP)
     args = ap.parse_args(argv)
     cfg = rollout_config(args)
-    with make_backend(args.backend, args.model) as backend:
-        if args.mode == "tir":
-            with Sandbox(SandboxConfig()) as sandbox:
-                result = evaluate(
-                    backend,
-                    sandbox,
-                    args.benchmarks,
-                    args.k,
-                    "tir",
-                    args.self_correction,
-                    cfg,
-                    args.out_dir,
-                    args.limit,
-                    args.best_of_n,
-                    model=args.model,
-                )
-        else:
-            result = evaluate(
-                backend,
-                None,
-                args.benchmarks,
-                args.k,
-                "cot",
-                False,
-                cfg,
-                args.out_dir,
-                args.limit,
-                args.best_of_n,
-                model=args.model,
-            )
+    tools = args.mode == "tir"
+    if args.sandbox_urls and not tools:
+        ap.error("--sandbox-url needs --mode tir (chain-of-thought runs no code)")
+    with ExitStack() as stack:  # the sandbox first: a host that does not answer stops the run before a model loads
+        sandbox = stack.enter_context(open_sandbox(args.sandbox_urls, args.out_dir)) if tools else None
+        backend = stack.enter_context(make_backend(args.backend, args.model))
+        result = evaluate(
+            backend,
+            sandbox,
+            args.benchmarks,
+            args.k,
+            "tir" if tools else "cot",
+            tools and args.self_correction,
+            cfg,
+            args.out_dir,
+            args.limit,
+            args.best_of_n,
+            model=args.model,
+        )
     print(benchmark_table(result.summary))
     print(f"records: {result.records_path}\nsummary: {result.markdown_path}")
     return 0

@@ -1,4 +1,7 @@
-"""``python -m thor_core.rl --config FILE [--name value ...]``: one RL run (``accelerate launch`` works too)."""
+"""``python -m thor_core.rl --config FILE [--name value ...]``: one RL run (``accelerate launch`` works too).
+
+``--sandbox-url URL`` (repeatable) adds a sandbox host to ``sandbox_urls``.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         name, value = arg[2:].replace("-", "_"), yaml.safe_load(argv.pop(0))
         if name == "config":
             config = value
+        elif name == "sandbox_url":  # repeatable: one host each
+            overrides.setdefault("sandbox_urls", []).append(value)
         else:
             overrides[name] = value
     summary = train(load_params(config, overrides))

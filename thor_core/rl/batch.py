@@ -20,6 +20,16 @@ output). Every group, of either level, is then dropped when its rewards all
 agree (dynamic filtering: no advantage, no gradient) and its advantages are
 computed on the whole group, before any sharding across processes.
 
+Infrastructure failures (``thor_core.rl.trainer``'s re-run rule marks a record's
+``metadata["infra_failure"]`` with the index of the call the sandbox, not the
+model, failed): such a rollout or continuation leaves its group (reason
+``infra``), never scored 0, and its failed call is no step-level prefix; a group
+of either level left with fewer than 2 rows or below ``min_group_survival`` is
+dropped (``groups_dropped/survival``, ``step_groups_dropped/survival``). Each
+record that trains nothing says why in ``metadata["rl_dropped"]`` (a filter,
+``survival`` or ``no_spread``); a trained row's record holds its
+``metadata["advantage"]``.
+
 Not covered: running the rollouts (``thor_core.rl.trainer``), the loss
 (``thor_core.rl.losses``).
 """
@@ -38,6 +48,7 @@ from thor_core.rl.config import RLParams
 from thor_core.rl.losses import group_advantages
 
 EPISODE, STEP = 0, 1
+ROW_FATE = ("rl_dropped", "infra_failure", "advantage")  # a record's own, never inherited by its continuations
 LEVEL_NAMES = {EPISODE: "episode", STEP: "step"}
 
 
@@ -60,6 +71,8 @@ class Row:
 
 def drop_reason(record: Trajectory, p: RLParams, tokenizer) -> str | None:
     """Why ``record`` leaves its episode group (None: it stays)."""
+    if infra_failed(record):
+        return "infra"
     if p.exclude_failed_code and record.n_failed_calls:
         return "failed_code"
     if p.min_response_tokens and record.n_policy_tokens < p.min_response_tokens:
@@ -71,26 +84,34 @@ def drop_reason(record: Trajectory, p: RLParams, tokenizer) -> str | None:
     return None
 
 
+def infra_failed(record: Trajectory) -> bool:
+    """Whether the sandbox, not the model, failed one of the record's calls (the trainer's re-run rule)."""
+    return record.metadata.get("infra_failure") is not None
+
+
 def episode_rows(records: list[Trajectory], rewards: list[float], p: RLParams, tokenizer) -> tuple[list[Row], Counter]:
     """Rows of the episode groups (``metadata['group']``) that survive the filters (not yet spread-filtered)."""
     counts: Counter = Counter()
-    sizes: Counter = Counter()
-    by_group: dict[str, list[Row]] = {}
+    rows = []
     for record, reward in zip(records, rewards):
-        group = record.metadata["group"]
-        sizes[group] += 1
-        by_group.setdefault(group, [])
         if reason := drop_reason(record, p, tokenizer):
             counts[f"rollouts_dropped/{reason}"] += 1
+            record.metadata["rl_dropped"] = reason
             continue
-        by_group[group].append(Row(record, group, EPISODE, reward))
-    rows = []
-    for name, group in by_group.items():
-        if not group or len(group) < p.min_group_survival * sizes[name]:
-            counts["groups_dropped/survival"] += 1
-            continue
-        rows += group
-    return rows, counts
+        rows.append(Row(record, record.metadata["group"], EPISODE, reward))
+    return surviving(rows, Counter(r.metadata["group"] for r in records), p, counts, "groups_dropped/survival"), counts
+
+
+def surviving(rows: list[Row], sizes: Counter, p: RLParams, counts: Counter, key: str) -> list[Row]:
+    """The rows of the groups left with at least 2 rows and ``min_group_survival`` of their ``sizes`` sampled."""
+    kept = Counter(r.group for r in rows)
+    small = {g for g, n in sizes.items() if kept[g] < max(2, p.min_group_survival * n)}
+    if small:
+        counts[key] += len(small)
+    for row in rows:
+        if row.group in small:
+            row.record.metadata["rl_dropped"] = "survival"
+    return [r for r in rows if r.group not in small]
 
 
 # ------------------------------------------------------------------ step level
@@ -113,6 +134,8 @@ def prefix_of(record: Trajectory, cut: int, tokenizer) -> Trajectory:
         completion_ids=ids,
         mask=record.mask[:cut],
         logprobs=record.logprobs[:cut] if record.logprobs is not None else None,
+        trainer_logprobs=None,  # the audit of a trained record is its own
+        entropy=None,
         tool_calls=[c for c in record.tool_calls if c.output_span[1] <= cut],
         corrections=[],
         completion_text=tokenizer.decode(ids, skip_special_tokens=False),
@@ -132,7 +155,8 @@ def step_prefixes(records: list[Trajectory], p: RLParams, rng: random.Random) ->
     """
     picks = []
     for record in records:
-        failed = [i for i, c in enumerate(record.tool_calls) if not c.success]
+        infra = record.metadata.get("infra_failure")
+        failed = [i for i, c in enumerate(record.tool_calls) if not c.success and i != infra]
         picks += [(record, i) for i in (failed[:1] if p.step_prefixes == "per_rollout" else failed)]
     if not picks and p.step_fallback:
         with_code = [r for r in records if r.tool_calls]
@@ -161,7 +185,7 @@ def step_tasks(prefixes: list[tuple[Trajectory, int]], p: RLParams, tokenizer) -
                     seed=mix_seed(p.seed, "step", group, k),
                     max_new_tokens=p.step_max_new_tokens,
                     metadata={
-                        **record.metadata,
+                        **{k: v for k, v in record.metadata.items() if k not in ROW_FATE},
                         "group": group,
                         "rl_level": "step",
                         "loss_start": cut,
@@ -183,6 +207,18 @@ def step_reward(record: Trajectory) -> float:
 
 def step_rows(records: list[Trajectory]) -> list[Row]:
     return [Row(r, r.metadata["group"], STEP, step_reward(r), loss_start=r.metadata["loss_start"]) for r in records]
+
+
+def step_level_rows(records: list[Trajectory], p: RLParams) -> tuple[list[Row], Counter]:
+    """Rows of the step-level groups: infrastructure failures out, groups then too small dropped."""
+    counts: Counter = Counter()
+    for r in records:
+        if infra_failed(r):
+            counts["rollouts_dropped/infra"] += 1
+            r.metadata["rl_dropped"] = "infra"
+    rows = step_rows([r for r in records if not infra_failed(r)])
+    sizes = Counter(r.metadata["group"] for r in records)
+    return surviving(rows, sizes, p, counts, "step_groups_dropped/survival"), counts
 
 
 # ------------------------------------------------------------------ both levels
@@ -207,6 +243,8 @@ def with_advantages(rows: list[Row], eps: float = 1e-6) -> tuple[list[Row], Coun
         level = LEVEL_NAMES[group[0].level]
         if name not in spread:
             counts[f"{level}_groups_dropped/no_spread"] += 1
+            for row in group:
+                row.record.metadata["rl_dropped"] = "no_spread"
             continue
         counts[f"{level}_groups_kept"] += 1
         kept += group
@@ -216,6 +254,8 @@ def with_advantages(rows: list[Row], eps: float = 1e-6) -> tuple[list[Row], Coun
     adv = group_advantages(
         torch.tensor([r.reward for r in kept]), torch.tensor([ids[r.group] for r in kept]), eps
     ).tolist()
+    for row, a in zip(kept, adv):
+        row.record.metadata["advantage"] = a
     return [replace(r, advantage=a) for r, a in zip(kept, adv)], counts
 
 

@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from thor_core.data.benchmarks import parse_sources
 from thor_core.evaluation.before_after import CheckParams
 from thor_core.files import repo_path
 from thor_core.params import read_yaml_mapping, split_params
+from thor_core.record import MISMATCH_THRESHOLD
+from thor_core.sandbox import check_urls
+from thor_core.tracking import HELP as REPORT_TO_HELP
+from thor_core.tracking import ReportTo
+from thor_core.tracking import problems as report_to_problems
 
 MODES = ("cot", "episode", "thor")
 
@@ -42,10 +48,12 @@ class RLParams:
         None, "run folder: metrics.jsonl, checkpoints/, final/, samples/ (null: outputs/adhoc/03_rl)"
     )
     problems: str = _f(
-        "generated", "'generated' (procedural, offline) or a benchmark name / file thor_core.data.benchmarks loads"
+        "generated",
+        "'generated' (procedural, offline), a benchmark, a file, or a mix 'a+b*2' (thor_core.data.benchmarks); "
+        "decontaminated against the evaluation sets (thor_core.data.heldout)",
     )
     n_problems: int = _f(512, "training questions (the data loops over them in a seeded order, epoch after epoch)")
-    problem_seed: int = _f(2027, "seed of the generated problems (differs from TIRGen's and the held-out sets')")
+    problem_seed: int = _f(2027, "seed of the generated problems or a mix's draw (not TIRGen's, not held-out sets')")
     levels: list[int] = _f(lambda: [1, 2, 3], "difficulty levels of generated problems")
     steps: int = _f(100, "optimizer steps (one rollout batch each)")
     questions_per_step: int = _f(
@@ -62,6 +70,9 @@ class RLParams:
     max_tool_rounds: int = _f(5, "code calls per rollout (authors: 5)")
     stop_at_failed_call: bool = _f(True, "the authors' training shortcut: a rollout ends at its first failed call")
     code_timeout_s: float | None = _f(None, "per code call (null: the sandbox default)")
+    sandbox_urls: list[str] | None = _f(
+        None, "sandbox hosts: http://HOST:PORT each, running thor_core.sandbox.server (null: this machine)"
+    )
     infra_failure_limit: float = _f(
         0.5,
         "stop when the sandbox's own timeouts exceed this share of a step's calls (timed-out calls re-run alone to tell)",
@@ -94,6 +105,10 @@ class RLParams:
     nll_alpha: float = _f(0.01, "alpha of the NLL term on positive-advantage rows (both levels)")
     kl_beta: float = _f(0.0, "KL-to-reference coefficient (paper: 0; > 0 keeps a frozen copy of the start model)")
     tis_cap: float | None = _f(None, "truncated importance sampling on engine vs trainer log-probs (null: off)")
+    mismatch_threshold: float = _f(
+        MISMATCH_THRESHOLD,
+        "|engine - trainer| log-prob (nats) past which a token counts as mismatched (metric, viewer)",
+    )
     adv_eps: float = _f(1e-6, "eps in (r - mean) / (std + eps)")
     # -- optimisation
     updates_per_batch: int = _f(1, "1: on-policy (TRL's default); > 1: the authors' several updates per rollout batch")
@@ -112,7 +127,7 @@ class RLParams:
     save_steps: int = _f(1, "steps between checkpoints (resume points)")
     save_total_limit: int = _f(2, "checkpoints kept")
     samples_every: int = _f(1, "steps between two saved rollout batches (samples/step-N.jsonl); 0: never")
-    tensorboard: bool = _f(False, "also log the metrics to TensorBoard (<output_dir>/tb)")
+    report_to: ReportTo | list[ReportTo] = _f("tensorboard", REPORT_TO_HELP)
     overwrite: bool = _f(False, "redo a finished or started run from scratch")
     progress: Literal["auto", "bar", "lines"] = _f(
         "auto", "tqdm bar, plain lines, or auto (thor_core.progress decides)"
@@ -133,8 +148,20 @@ class RLParams:
             problems.append(f"dual_clip must be > 1 or null, got {self.dual_clip}")
         if self.tis_cap is not None and self.tis_cap <= 0:
             problems.append(f"tis_cap must be > 0 or null, got {self.tis_cap}")
+        if self.mismatch_threshold <= 0:
+            problems.append(f"mismatch_threshold must be > 0 nats, got {self.mismatch_threshold}")
         if self.temperature <= 0:
             problems.append(f"temperature must be > 0 for RL (greedy groups have no spread), got {self.temperature}")
+        try:
+            check_urls(self.sandbox_urls)
+        except ValueError as e:
+            problems.append(str(e))
+        if self.problems != "generated" and not Path(self.problems).is_file():
+            try:
+                parse_sources(self.problems)
+            except ValueError as e:
+                problems.append(str(e))
+        problems += report_to_problems(self.report_to)
         if problems:
             raise ValueError("RLParams: " + "; ".join(problems))
 
@@ -151,8 +178,8 @@ class RLNotebook:
     """Notebook 03's own keys (params/*/03_rl.yaml), beside ``RLParams`` and the check's ``CheckParams``."""
 
     fallback_model: str = _f("embedded:qwen2.5-coder-0.5b-instruct", "start model when `model` is missing")
-    step_check_n: int = _f(16, "held-out step-level check: failed calls of the start model's answers (0: skip)")
-    step_check_k: int = _f(4, "continuations per prefix in the step-level check")
+    step_check_n: int = _f(4, "held-out step-level check: failed calls of the start model's answers (0: skip)")
+    step_check_k: int = _f(2, "continuations per prefix in the step-level check")
     show_trajectories: int = _f(2, "rollouts shown before and after")
     run_dir: str | None = _f(None, "run folder (run_notebook sets it)")
 

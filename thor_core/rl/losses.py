@@ -153,6 +153,27 @@ def truncated_is_weight(old_logp: torch.Tensor, engine_logp: torch.Tensor, cap: 
     return torch.exp(old_logp - engine_logp).clamp(max=cap).detach()
 
 
+def mismatch_stats(
+    diff: torch.Tensor, threshold: float, tis: tuple[torch.Tensor, float] | None = None
+) -> dict[str, torch.Tensor]:
+    """How far the engine's sampled log-probs are from the trainer's, as sums that add across micro-batches and ranks.
+
+    ``diff``: engine - trainer log-prob on the trained tokens where the engine gave one (1-D). ``logprob_diff_abs_sum``
+    / ``logprob_diff_n`` is the mean |diff|, ``logprob_diff_over`` / ``logprob_diff_n`` the share past ``threshold``,
+    ``logprob_diff_max`` the largest (0 when there is none). ``tis``: (the truncated-IS weights on the same tokens, the
+    cap): their sum, sum of squares and count capped (``tis_weight_*``; mean and std from the sums) and their min / max.
+    """
+    a = diff.abs()
+    out = {"logprob_diff_abs_sum": a.sum(), "logprob_diff_n": torch.tensor(float(a.numel())),
+           "logprob_diff_over": (a > threshold).sum(), "logprob_diff_max": a.max() if a.numel() else torch.tensor(0.0)}  # fmt: skip
+    if tis is not None:
+        w, cap = tis
+        out.update(tis_weight_sum=w.sum(), tis_weight_sq_sum=(w**2).sum(), tis_capped=(w >= cap).sum())
+        if w.numel():
+            out.update(tis_weight_min=w.min(), tis_weight_max=w.max())
+    return {k: v.detach() for k, v in out.items()}
+
+
 def ratio_stats(
     logp: torch.Tensor, old_logp: torch.Tensor, weights: torch.Tensor, was_clipped: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:

@@ -10,7 +10,9 @@
 - ``step_check``: the step-level pass rate of both models on the failed
   calls of the start model's held-out answers (``thor_core.rl.step_check``).
 - ``plot_curves``: reward, accuracy, tool success and step-level pass rate
-  per step from ``metrics.jsonl`` (PNG and PDF).
+  per step from ``metrics.jsonl`` (PNG and PDF), beside them the engine/trainer log-prob mismatch (mean and max
+  |difference|, the share of tokens past ``mismatch_threshold``) and, when ``tis_cap`` was on, the truncated-IS
+  weights' spread.
 - ``metrics_table``: the per-step numbers as a Markdown table.
 - ``trends`` / ``trends_table``: does the episode reward or the step-level
   pass rate rise over training? A Cochran-Armitage trend test over all steps
@@ -24,6 +26,7 @@ Not covered: the ablation ladder across stages (notebook 05).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,10 @@ from thor_core.data import heldout
 from thor_core.evaluation.before_after import CheckParams, compare_models
 from thor_core.evaluation.before_after import before_after_table as evaluation_table
 from thor_core.files import repo_path
-from thor_core.record import Trajectory, read_jsonl
+from thor_core.record import MISMATCH_THRESHOLD, Trajectory, read_jsonl
 from thor_core.rl import step_check as sc
 from thor_core.rl.config import RLNotebook, RLParams
-from thor_core.rl.run import read_metrics, resolve_start_model, training_problems
+from thor_core.rl.run import PARAMS_FILE, read_metrics, resolve_start_model, training_problems
 from thor_core.rl.step_check import step_check_table  # noqa: F401 (notebook 03 shows it)
 from thor_core.stats import trend_test
 
@@ -82,18 +85,49 @@ def step_check(
     return sc.step_check(p, models, start_answers, p.out(), sandbox, nb.step_check_n, nb.step_check_k, check.eval_seed)
 
 
+def _points(rows: list[dict[str, Any]], key: str) -> tuple[list, list]:
+    points = [(r["step"], r[key]) for r in rows if r.get(key) is not None and r[key] == r[key]]  # NaN: none
+    return [s for s, _ in points], [v for _, v in points]
+
+
 def plot_curves(out_dir: str | os.PathLike) -> Path:
-    """Reward, accuracy, tool success and step-level pass rate per step: ``curves.png`` and ``curves.pdf``."""
+    """Reward, accuracy, tool success and step-level pass rate per step, then the engine/trainer mismatch and (with
+    ``tis_cap``) the truncated-IS weights: ``curves.png`` and ``curves.pdf``."""
     from matplotlib.figure import Figure
 
     rows = read_metrics(out_dir)
-    fig = Figure(figsize=(10, 2.8))
-    for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES):
-        points = [(r["step"], r[key]) for r in rows if r.get(key) == r.get(key)]  # NaN: no such rollouts
-        ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) < 30 else None)
+    tis = any("tis_weight_mean" in r for r in rows)
+    fig = Figure(figsize=(2.5 * (len(CURVES) + 1 + tis), 2.8))
+    axes = fig.subplots(1, len(CURVES) + 1 + tis)
+    marker = "o" if len(rows) < 30 else None
+    for ax, (key, title) in zip(axes, CURVES):
+        ax.plot(*_points(rows, key), marker=marker)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("step")
         ax.set_ylim(-0.05, 1.05)
+    ax = axes[len(CURVES)]  # engine vs trainer log-probs on the trained tokens
+    ax.plot(*_points(rows, "logprob_diff_abs"), marker=marker, label="mean |diff|")
+    ax.plot(*_points(rows, "logprob_diff_max"), marker=marker, label="max |diff|")
+    ax.axhline(_threshold(out_dir), color="#d93025", lw=0.8, ls="--", label="threshold")
+    if any(y > 0 for y in _points(rows, "logprob_diff_max")[1]):
+        ax.set_yscale("log")
+    share = ax.twinx()
+    share.plot(*_points(rows, "logprob_diff_frac"), color="#5f6368", ls=":", marker=marker, label="share past")
+    share.set_ylim(-0.05, 1.05)
+    share.tick_params(labelsize=7)
+    share.set_ylabel("share of tokens past (dotted)", fontsize=7)
+    ax.legend(fontsize=6, loc="upper left")
+    ax.set_title("engine vs trainer log-prob (nats)", fontsize=9)
+    if tis:
+        ax = axes[-1]
+        steps, mean = _points(rows, "tis_weight_mean")
+        std = [r.get("tis_weight_std", 0.0) for r in rows if r.get("tis_weight_mean") == r.get("tis_weight_mean")]
+        ax.errorbar(steps, mean, yerr=std, marker=marker, capsize=2, label="mean ± std")
+        ax.plot(*_points(rows, "tis_weight_min"), ls=":", label="min")
+        ax.plot(*_points(rows, "tis_weight_max"), ls=":", label="max")
+        ax.legend(fontsize=6)
+        ax.set_title("truncated-IS weights", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(out_dir) / "curves.png"
@@ -105,7 +139,8 @@ def plot_curves(out_dir: str | os.PathLike) -> Path:
 # the per-step columns notebook 03 shows (every number is in metrics.jsonl; clip_frac and ratio_std are 0 with
 # one update per rollout batch, ratio_mean / _min / _max are logged too)
 TABLE_KEYS = ("step", "reward", "accuracy", "tool_success", "step_pass_rate", "rows", "rows_step", "loss", "entropy",
-              "clip_frac", "ratio_std", "logprob_diff_abs", "grad_norm", "time/rollout_s", "time/update_s", "time/step_s")  # fmt: skip
+              "clip_frac", "ratio_std", "logprob_diff_abs", "logprob_diff_frac", "infra_dropped", "grad_norm",
+              "time/rollout_s", "time/update_s", "time/step_s")  # fmt: skip
 
 
 def metrics_table(rows: list[dict[str, Any]]) -> str:
@@ -156,6 +191,13 @@ def trends_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _threshold(out_dir: str | os.PathLike) -> float:
+    """The run's ``mismatch_threshold`` (runs from before the setting: the default)."""
+    settings = Path(out_dir) / PARAMS_FILE
+    values = json.loads(settings.read_text()) if settings.exists() else {}
+    return float(values.get("mismatch_threshold", MISMATCH_THRESHOLD))
+
+
 def saved_steps(out_dir: str | os.PathLike) -> list[int]:
     folder = Path(out_dir) / "samples"
     return sorted(int(f.stem[5:]) for f in folder.glob("step-*.jsonl")) if folder.exists() else []
@@ -178,4 +220,10 @@ def episode_with_regenerations(out_dir, step: int, n: int = 1) -> list[tuple[Tra
 def write_viewer(out_dir, tokenizer, per_step: int = 2) -> Path:
     """``trajectories.html``: ``per_step`` rollouts of every saved step with their step-level regenerations."""
     pairs = [pair for s in saved_steps(out_dir) for pair in episode_with_regenerations(out_dir, s, per_step)]
-    return viewer.write_html(pairs, Path(out_dir) / "trajectories.html", tokenizer, title="RL rollouts")
+    return viewer.write_html(
+        pairs,
+        Path(out_dir) / "trajectories.html",
+        tokenizer,
+        title="RL rollouts",
+        mismatch_threshold=_threshold(out_dir),
+    )

@@ -2,12 +2,14 @@
 
 Layout of ``<out>/``: ``rl_params.json`` (the settings it was started with;
 a resumed run must match, ``RESUME_FREE`` aside), ``problems.jsonl`` (the training problems, which
-held-out sets avoid), ``checkpoints/step-N/``
+held-out sets avoid), ``decontamination.json`` (what the check against the evaluation sets removed:
+``thor_core.data.decontam``), ``checkpoints/step-N/``
 (``accelerate`` state: model, optimizer, scheduler, RNG per rank; then
 ``trainer_state.json``, written last, so a folder without it is torn and
 ignored), ``metrics.jsonl`` (one line per step; lines of steps a kill undid
 are dropped on resume), ``samples/step-N.jsonl`` (the step's rollouts and
-step-level continuations with rewards), ``final/`` (HF model + tokenizer,
+step-level continuations with rewards; the rows the update trained carry its per-token audit: advantage,
+``trainer_logprobs``, ``entropy``; the others why they were dropped: ``thor_core.rl.batch``), ``final/`` (HF model + tokenizer,
 LoRA merged) and ``rl_summary.json`` (written once, when done).
 
 Also here: the start model (SFT's checkpoint by default), the training
@@ -25,18 +27,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from thor_core.data.benchmarks import load_benchmark
-from thor_core.data.heldout import assert_no_overlap, write_problems
-from thor_core.data.problems import generate_problems
+from thor_core.data.decontam import report_line, write_report
+from thor_core.data.heldout import training_set, write_problems
 from thor_core.files import check_settings, read_jsonl_rows, repo_path, write_json_atomic
 from thor_core.models import resolve_model
 from thor_core.record import write_jsonl
+from thor_core.tracking import Tracker
 
 PARAMS_FILE = "rl_params.json"
 SUMMARY = "rl_summary.json"
 METRICS = "metrics.jsonl"
 STATE = "trainer_state.json"
-RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "output_dir", "tensorboard", "steps")
+RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "output_dir", "report_to", "steps")
+RESUME_FREE += ("sandbox_urls",)  # other hosts may run the code of a resumed run
 
 
 # ------------------------------------------------------------------ inputs
@@ -58,16 +61,18 @@ def resolve_start_model(name: str) -> str:
 
 
 def training_problems(p) -> list:
-    """The RL questions: generated (no overlap with the evaluation sets) or a benchmark, short prompts only."""
-    if p.problems == "generated":
-        problems = generate_problems(p.n_problems, p.problem_seed, levels=p.levels)
-        assert_no_overlap(problems)
-    else:
-        problems = load_benchmark(p.problems, limit=p.n_problems)
+    """The RL questions (``decontaminated_problems`` without its report)."""
+    return decontaminated_problems(p)[0]
+
+
+def decontaminated_problems(p) -> tuple[list, dict]:
+    """The RL questions and the decontamination report: generated, a benchmark, a file or a mix
+    (``thor_core.data.heldout.training_set``, which removes what an evaluation set contaminates), short prompts only."""
+    problems, decontamination = training_set(p.problems, p.n_problems, p.problem_seed, p.levels)
     kept = [q for q in problems if len(q.question) <= 4 * p.max_prompt_tokens]  # ~4 characters per token
     if not kept:
         raise ValueError(f"no training problem is shorter than max_prompt_tokens={p.max_prompt_tokens}")
-    return kept
+    return kept, decontamination
 
 
 def backend_options(p) -> dict[str, Any]:
@@ -113,6 +118,8 @@ def prepare_folder(trainer, p) -> bool:
             out / PARAMS_FILE, _settings(p), "an RL run", "pass overwrite=True to start over, or use another output_dir"
         )
         write_problems(trainer.problems, out)  # for held-out sets that must avoid them (thor_core.data.heldout)
+        write_report(trainer.decontamination, out)
+        print(report_line(trainer.decontamination))
     acc.wait_for_everyone()
     if is_finished(out) and json.loads((out / SUMMARY).read_text()).get("steps") == p.steps:
         return False
@@ -197,6 +204,7 @@ def batch_metrics(episodes, steps, rows, counts: Counter, timing: Counter, token
         "step_pass_rate": _mean([r.metadata["reward"] for r in steps]),
         "rows": len(rows),
         "rows_step": sum(r.level == 1 for r in rows),
+        "infra_dropped": sum(r.metadata.get("infra_failure") is not None for r in episodes + steps),
         "time/rollout_s": timing["rollout_s"],
         "time/step_rollout_s": timing["step_rollout_s"],
         "time/sandbox_s": sum(c.duration_s for r in episodes + steps for c in r.tool_calls),
@@ -207,7 +215,8 @@ def batch_metrics(episodes, steps, rows, counts: Counter, timing: Counter, token
 
 
 #: update statistics that are extremes, not sums: key -> (+1 max / -1 min, the value when a rank has none)
-EXTREMA = {"logprob_diff_max": (1, 0.0), "ratio_max": (1, float("-inf")), "ratio_min": (-1, float("inf"))}
+EXTREMA = {"logprob_diff_max": (1, 0.0), "ratio_max": (1, float("-inf")), "ratio_min": (-1, float("inf")),
+           "tis_weight_max": (1, float("-inf")), "tis_weight_min": (-1, float("inf"))}  # fmt: skip
 
 
 def merge_stats(total: Counter, part) -> Counter:
@@ -255,6 +264,14 @@ def finalize_metrics(m: dict[str, float]) -> dict[str, float]:
     m["trained_tokens"] = n
     diff_n = m.pop("logprob_diff_n", 0)
     m["logprob_diff_abs"] = m.pop("logprob_diff_abs_sum", 0.0) / diff_n if diff_n else float("nan")
+    m["logprob_diff_frac"] = m.pop("logprob_diff_over", 0.0) / diff_n if diff_n else float("nan")
+    if "tis_weight_sum" in m:  # tis_cap on: the truncated-IS weights on the same tokens
+        mean = m.pop("tis_weight_sum") / diff_n if diff_n else float("nan")
+        sq = m.pop("tis_weight_sq_sum") / diff_n if diff_n else float("nan")
+        m["tis_weight_mean"], m["tis_weight_std"] = mean, max(sq - mean**2, 0.0) ** 0.5 if diff_n else float("nan")
+        m["tis_capped_frac"] = m.pop("tis_capped") / diff_n if diff_n else float("nan")
+    else:  # (several ranks send their empty extremes)
+        m.pop("tis_weight_min", None), m.pop("tis_weight_max", None)
     for k in ("loss", "pg_loss", "nll", "kl", "grad_norm"):
         if k in m:
             m[k] /= steps
@@ -264,7 +281,7 @@ def finalize_metrics(m: dict[str, float]) -> dict[str, float]:
         m["ratio_mean"], m["ratio_std"] = mean, max(dev_sq - (mean - 1) ** 2, 0.0) ** 0.5 if w else float("nan")
         if "clip_frac" in m:
             m["clip_frac"] = m["clip_frac"] / w if w else float("nan")
-    for k in ("ratio_min", "ratio_max"):
+    for k in ("ratio_min", "ratio_max", "tis_weight_min", "tis_weight_max"):
         if k in m and abs(m[k]) == float("inf"):
             m[k] = float("nan")
     m["optimizer_steps"] = steps
@@ -272,21 +289,17 @@ def finalize_metrics(m: dict[str, float]) -> dict[str, float]:
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (main process), TensorBoard when asked, and a progress line per step with an ETA."""
+    """``metrics.jsonl`` (main process), the same numbers to the ``report_to`` trackers, and a progress line per step
+    with an ETA."""
 
-    def __init__(self, out: Path, main: bool, tensorboard: bool, total: int, start: int) -> None:
+    def __init__(self, out: Path, main: bool, report_to: str | list[str], total: int, start: int) -> None:
         self.path, self.main, self.total, self.start = out / METRICS, main, total, start
         self.t0 = time.monotonic()
-        self.tb = None
+        self.tracker = None
         if main:
             kept = [r for r in read_metrics(out) if r["step"] <= start]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError as e:
-                    raise RuntimeError("tensorboard=True needs the tensorboard package: pip install tensorboard") from e
-                self.tb = SummaryWriter(str(out / "tb"))
+            self.tracker = Tracker(report_to, out, out.name, start)
 
     def write(self, step: int, metrics: dict[str, float], lines: bool) -> None:
         m = finalize_metrics(dict(metrics))
@@ -295,9 +308,8 @@ class MetricsLog:
         row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            for k, v in m.items():
-                self.tb.add_scalar(k, v, step)
+        if self.tracker is not None:
+            self.tracker.log(step, {k: v for k, v in row.items() if k != "step"})
         elapsed, done = time.monotonic() - self.t0, step - self.start
         eta = elapsed / done * (self.total - step)
         print(
@@ -308,8 +320,8 @@ class MetricsLog:
         )
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
 
 def read_metrics(out: str | os.PathLike) -> list[dict[str, Any]]:

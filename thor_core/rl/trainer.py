@@ -18,8 +18,12 @@ log-probs are computed once by the trainer before the first. Each step's metrics
 importance ratio on the trained tokens of its U updates (``ratio_mean``,
 ``ratio_std``, ``ratio_min``, ``ratio_max``) and ``clip_frac``, where a clip
 acted (``thor_core.rl.losses.ratio_stats``). The engine's sampled log-probs are
-compared with the trainer's on every trained token and the gap logged;
-``tis_cap`` turns on truncated importance sampling on it.
+compared with the trainer's (under the same weights) on every trained token: the mean and largest gap, the
+share of tokens past ``mismatch_threshold`` (``logprob_diff_abs``, ``logprob_diff_max``, ``logprob_diff_frac``);
+``tis_cap`` turns on truncated importance sampling on it, and then the weights' mean, std, min, max and capped
+share are logged (``tis_weight_*``, ``tis_capped_frac``). The update's forward pass also leaves each trained row's
+per-token log-probs and entropies on its record (gathered from every rank), which the step's samples save: the
+per-token audit ``thor_core.viewer`` shows.
 
 Several processes (``accelerate launch``): every rank samples whole groups
 for its share of the questions; the rows are gathered on every rank, so the
@@ -36,6 +40,8 @@ sample), so a run killed at any moment and restarted continues as if never
 stopped. A sandbox health check runs before the first step; a step whose
 calls time out beyond ``infra_failure_limit`` stops the run unless the
 timed-out calls, run again alone, time out again (the model's slow code).
+A call the re-run rule finds the sandbox failed leaves its record out of its
+group's advantage and loss (``thor_core.rl.batch``; ``infra_dropped`` counts them).
 
 Not covered: asynchronous (off-policy) rollouts, a separate vLLM server for
 the policy, sequence packing.
@@ -63,9 +69,16 @@ from thor_core.progress import mode as progress_mode
 from thor_core.rl import batch as rb
 from thor_core.rl import run as rr
 from thor_core.rl.config import RLParams
-from thor_core.rl.losses import batch_totals, nll_weights, policy_loss, token_weights, truncated_is_weight
+from thor_core.rl.losses import (
+    batch_totals,
+    mismatch_stats,
+    nll_weights,
+    policy_loss,
+    token_weights,
+    truncated_is_weight,
+)
 from thor_core.rl.policy import engine_weights, load_policy, token_logprobs
-from thor_core.sandbox import Sandbox, SandboxConfig
+from thor_core.sandbox import open_sandbox
 
 # Timed-out calls re-run alone when a step's timeouts pass infra_failure_limit (Trainer._check_infrastructure).
 INFRA_RERUNS = 8
@@ -73,6 +86,27 @@ INFRA_RERUNS = 8
 
 class InfrastructureFailure(RuntimeError):
     """The sandbox failed on too many calls: the model is not to blame, so training stops."""
+
+
+# The observations of a cell that died of something outside its code's control, as the sandbox's trusted side words
+# them (the last stderr line, ``thor_core.sandbox.forkserver.SessionHolder._note``): a signal the holder did not
+# send (it sends its own for timeouts, memory and output floods, with their own lines), or a lost state process.
+SANDBOX_FAULTS = (
+    "Error: the cell's process was killed by signal",
+    "SandboxError: the session's state process was lost",
+)
+
+
+def sandbox_fault(observation: str) -> bool:
+    """Whether a call's observation says the sandbox may have failed it (the re-run rule decides)."""
+    return observation.startswith(SANDBOX_FAULTS)
+
+
+def run_alone(sandbox, record, i: int, timeout_s: float | None):
+    """Call ``i`` of ``record`` run again in a fresh session that holds the state of its earlier calls."""
+    with sandbox.session() as session:
+        replay_calls(session, record.tool_calls[:i], timeout_s)
+        return session.run(record.tool_calls[i].code, timeout_s)
 
 
 def rollout_configs(p: RLParams) -> tuple[RolloutConfig, RolloutConfig]:
@@ -99,7 +133,7 @@ class Trainer:
         self.bars = progress and not self.lines  # rollout bars: widgets in JupyterLab, text on a terminal
         self.model_path = rr.resolve_start_model(p.model)
         self.bf16 = bf16_autocast(p.bf16, self.acc.device.type)  # fp32 where bf16 would be emulated
-        self.problems = rr.training_problems(p)
+        self.problems, self.decontamination = rr.decontaminated_problems(p)
         torch.manual_seed(p.seed)
         model, self.tokenizer = load_policy(self.model_path, p.method, p.lora_r, p.lora_alpha, p.gradient_checkpointing)
         self.ref = copy.deepcopy(model).eval().requires_grad_(False) if p.kl_beta and p.method == "full" else None
@@ -157,6 +191,7 @@ class Trainer:
             mine = questions[self.rank :: self.world]
             t0 = time.monotonic()
             episodes = self._rollouts(backend, sandbox, self._episode_tasks(mine, step), ep_cfg, "episode")
+            self._check_infrastructure(episodes, sandbox, counts)  # before the prefixes: no prefix at its failure
             rewards = [float(grader.grade_completion(r.gold_answer, r.completion_text).correct) for r in episodes]
             for r, reward in zip(episodes, rewards):
                 r.correct, r.metadata["reward"] = bool(reward), reward
@@ -170,12 +205,14 @@ class Trainer:
                 continuations = self._rollouts(backend, sandbox, tasks, step_cfg, "step level")
                 for r in continuations:
                     r.metadata["reward"] = rb.step_reward(r)
-                new += rb.step_rows(continuations)
+                self._check_infrastructure(continuations, sandbox, counts)
+                step_new, c = rb.step_level_rows(continuations, p)
+                new += step_new
+                counts.update(c)
                 records_step = continuations
                 timing["step_rollout_s"] += time.monotonic() - t0
             else:
                 records_step = []
-            self._check_infrastructure(episodes + records_step, sandbox, counts)
             gathered = gather_object([(new, episodes, records_step, dict(counts))])
             rows += [row for part in gathered for row in part[0]]
             records += [(part[1], part[2]) for part in gathered]
@@ -197,25 +234,38 @@ class Trainer:
         return run_rollouts(backend, sandbox if cfg.tools else None, tasks, cfg, progress=self.bars)
 
     def _check_infrastructure(self, records, sandbox, counts: Counter) -> None:
-        """Stop when the sandbox, not the model, made more than ``infra_failure_limit`` of the step's calls time out.
+        """Find the calls the sandbox, not the model, failed (marked, so ``rl.batch`` drops their records); stop
+        when the sandbox made more than ``infra_failure_limit`` of these records' calls time out.
 
-        A timeout alone does not say whose fault it is: an overloaded sandbox, or the model's own slow program (a
-        ``while True`` search). So when a step's timeouts pass the limit, the first ``INFRA_RERUNS`` of them run
-        again one at a time, each in a fresh session given its trajectory's earlier successful calls: a call that
-        now finishes within the timeout timed out because of the sandbox, one that times out again because of its
-        code. The run stops when the sandbox's estimated share of the calls (timeouts x finished / re-run) passes
-        the limit. Sandbox errors need no rule: they raise SandboxError in the rollout and stop the run there.
+        A failure alone does not always say whose fault it is. A timeout: an overloaded sandbox, or the model's own
+        slow program (a ``while True`` search). A cell killed by a signal the sandbox did not send, or a lost state
+        process (``sandbox_fault``): the host (an OOM killer, a dying worker), or the model's own code (a segfault,
+        a kill of itself). So such calls run again alone, each in a fresh session given its trajectory's earlier
+        successful calls: one that now ends without that failure failed because of the sandbox, and its record's
+        ``metadata["infra_failure"]`` gets the call's index; one that fails the same way again failed because of
+        its code. Killed and lost calls are always re-run (at most ``INFRA_RERUNS``; they are rare and quick);
+        timeouts only when they pass the limit (the first ``INFRA_RERUNS``: each re-run of the model's own slow
+        code costs a whole timeout), and then the run stops when the sandbox's estimated share of the calls
+        (timeouts x finished / re-run) passes the limit. A session whose holder process died raises SandboxError
+        in the rollout and stops the run there.
         """
         p = self.p
         calls = [(r, i) for r in records for i in range(len(r.tool_calls))]
+        faults = [(r, i) for r, i in calls if sandbox_fault(r.tool_calls[i].observation)][:INFRA_RERUNS]
+        for r, i in faults:
+            again = run_alone(sandbox, r, i, p.code_timeout_s)
+            if not (again.timed_out or sandbox_fault(again.observation)):
+                r.metadata["infra_failure"] = i
+        if faults:
+            counts.update(sandbox_faults_rerun=len(faults))
         timed_out = [(r, i) for r, i in calls if r.tool_calls[i].timed_out]
         if not calls or len(timed_out) / len(calls) <= p.infra_failure_limit:
             return
         rerun, finished = timed_out[:INFRA_RERUNS], 0
         for r, i in rerun:
-            with sandbox.session() as session:
-                replay_calls(session, r.tool_calls[:i], p.code_timeout_s)
-                finished += not session.run(r.tool_calls[i].code, p.code_timeout_s).timed_out
+            if not run_alone(sandbox, r, i, p.code_timeout_s).timed_out:
+                finished += 1
+                r.metadata["infra_failure"] = i
         counts.update(timeouts_rerun=len(rerun), timeouts_rerun_finished=finished)
         what = (f"{len(timed_out)} of {len(calls)} code calls timed out this step (limit: {p.infra_failure_limit:.0%}); "
                 f"run again alone, {finished} of {len(rerun)} finished in time")  # fmt: skip
@@ -235,7 +285,8 @@ class Trainer:
             return {"skipped_update": 1.0}
         if p.updates_per_batch > 1:  # the gathered order follows the ranks: sort, so 1 and N processes split alike
             rows = sorted(rows, key=lambda r: (r.level, r.group, r.record.metadata.get("sample", 0)))
-        minis = [rows[u :: p.updates_per_batch] for u in range(p.updates_per_batch)]
+        # fewer rows than U (groups filtered away): one optimizer step per row, never an empty mini-batch
+        minis = [rows[u :: p.updates_per_batch] for u in range(min(p.updates_per_batch, len(rows)))]
         t0 = time.monotonic()  # on-policy, the old log-probs are the update's own forward pass: no extra time
         # off-policy, before the first update and only for the rows this rank trains (a rank short of rows
         # runs a zero-weight micro-step on the mini-batch's first row: see _optimizer_step)
@@ -243,10 +294,24 @@ class Trainer:
         old = self._old_logprobs(mine) if p.updates_per_batch > 1 else None
         stats["time/logprob_s"] = time.monotonic() - t0
         t0 = time.monotonic()
+        audit: dict[int, tuple] = {}
         for mini in minis:  # U optimizer steps: from the second on the ratio leaves 1 and the clips can act
-            rr.merge_stats(stats, self._optimizer_step(mini, old))
+            rr.merge_stats(stats, self._optimizer_step(mini, old, audit))
         stats["time/update_s"] = time.monotonic() - t0
+        self._keep_audit(rows, audit)
         return dict(stats)
+
+    def _keep_audit(self, rows: list[rb.Row], audit: dict[int, tuple]) -> None:
+        """Put each trained row's per-token log-probs and entropies (this rank's or, gathered, another's) on its
+        record, which the step's samples save (``Trajectory.trainer_logprobs``, ``Trajectory.entropy``)."""
+        position = {id(row): i for i, row in enumerate(rows)}
+        mine = [(position[key], logp, ent) for key, (logp, ent) in audit.items()]
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            mine = gather_object(mine)
+        for i, logp, ent in mine:
+            rows[i].record.trainer_logprobs, rows[i].record.entropy = logp, ent
 
     def _old_logprobs(self, rows) -> dict[int, torch.Tensor]:
         out = {}
@@ -262,7 +327,9 @@ class Trainer:
         b = rb.collate(rows, self.tokenizer.pad_token_id)
         return {k: v.to(self.acc.device) for k, v in b.items()}
 
-    def _optimizer_step(self, rows: list[rb.Row], old: dict | None) -> Counter:
+    def _optimizer_step(self, rows: list[rb.Row], old: dict | None, audit: dict[int, tuple]) -> Counter:
+        """One optimizer step on ``rows`` (this rank's share); ``audit`` gets id(row) -> (the trainer's log-probs
+        under the sampling weights, entropies) per completion token of each row this rank trained."""
         p, acc = self.p, self.acc
         levels = None if p.combine == "joint" else torch.tensor([r.level for r in rows])
         full = rb.collate(rows, self.tokenizer.pad_token_id)
@@ -305,16 +372,16 @@ class Trainer:
                 )  # fmt: skip
                 acc.backward(loss * self.world)
             if weight:
-                diff = (engine - logp.detach())[known]
+                diff = (engine - old_logp.detach())[known]  # the same weights: numerics, not the policy's change
+                for row, lp, e in zip(chunk, old_logp.detach().cpu(), ent.cpu()):
+                    n = len(row.record.completion_ids)
+                    audit[id(row)] = (lp[:n].tolist(), e[:n].tolist())
                 rr.merge_stats(stats, s)  # sums add; ratio_min / ratio_max take min / max
+                tis = (is_w[known], p.tis_cap) if is_w is not None else None
+                rr.merge_stats(stats, {k: float(v) for k, v in mismatch_stats(diff, p.mismatch_threshold, tis).items()})
                 stats["loss"] += float(loss.detach())
                 stats["entropy_sum"] += float((ent * b["trained"]).sum())
                 stats["trained_tokens"] += float(b["trained"].sum())
-                stats["logprob_diff_abs_sum"] += float(diff.abs().sum())
-                stats["logprob_diff_n"] += diff.numel()
-                stats["logprob_diff_max"] = max(
-                    stats["logprob_diff_max"], float(diff.abs().max()) if diff.numel() else 0
-                )
         norm = acc.clip_grad_norm_(self.model.parameters(), p.max_grad_norm) if p.max_grad_norm else None
         self.optimizer.step()
         self.scheduler.step()
@@ -356,16 +423,17 @@ class Trainer:
         if rr.is_finished(self.out):
             return rr.read_summary(self.out)
         with ExitStack() as stack:
+            sandbox = None
+            if p.tools:  # before the engine starts: a sandbox host that does not answer stops the run at once
+                record = self.out if self.acc.is_main_process else None  # sandbox.json: the hosts that ran the code
+                sandbox = stack.enter_context(open_sandbox(p.sandbox_urls, record))
+                sandbox.health_check()
             if backend is None:
                 backend = stack.enter_context(make_backend(p.backend, self.model_path, **rr.backend_options(p)))
-            sandbox = None
-            if p.tools:
-                sandbox = stack.enter_context(Sandbox(SandboxConfig()))
-                sandbox.health_check()
             grader = stack.enter_context(Grader())
             if resumed:
                 self.push_weights(backend)
-            log = rr.MetricsLog(self.out, self.acc.is_main_process, p.tensorboard, p.steps, self.state["step"])
+            log = rr.MetricsLog(self.out, self.acc.is_main_process, p.report_to, p.steps, self.state["step"])
             while self.state["step"] < p.steps:
                 step = self.state["step"]
                 metrics, records = self.step(backend, sandbox, grader)

@@ -6,7 +6,8 @@ Covered:
   (under a profile's runs root) and run tag (``records-<tag>.jsonl``: ``tir``,
   ``tir-sc`` or ``cot``). A suite is one set of problems and seeds, so rungs of
   one suite can be paired. ``04_correction_inference`` is the target (notebook
-  04 writes ``04_correction_inference/<rung>/``; T6 is T5's checkpoint with
+  04 writes ``04_correction_inference/<rung>/``; T1 and T2 are its no-tools
+  (CoT) runs, as in the paper's ablation; T6 is T5's checkpoint with
   self-correction, ``T5/records-tir-sc.jsonl``); ``heldout`` is what notebooks
   02 and 03 write today (their before/after checks on the same held-out
   problems; 03's ``eval-rl`` fills T2, T4 or T5 by the ``mode`` in its
@@ -17,15 +18,23 @@ Covered:
   A rung without records is "not run", with what makes it; nothing is invented.
 - ``PAPER``: the paper's numbers (docs/METHOD.md, "What the paper reports"),
   shown beside ours in ``ladder_table`` and as markers in ``plot_ladder``.
+- ``benchmark_table``: per rung, Avg@k on each benchmark and their mean (each
+  benchmark weighs the same, the paper's "average of six"), with 95% bootstrap
+  intervals over problems (``thor_core.evaluation.metrics.summarize``), beside
+  the paper's Table 1 per benchmark as far as docs/METHOD.md records it
+  (``PAPER_TABLE1``: MATH500 only; ``PAPER_BENCHMARKS`` maps our benchmark
+  names onto the paper's).
 - Figures (``matplotlib.figure.Figure``, PNG and PDF in the run folder):
   the ladder with CIs, training curves (SFT loss, RL reward, tool success,
   step-level pass rate; NaN steps skipped), the TIRGen funnel and code-call
   histogram (``thor_core.tirgen.report.plot_funnel``), tokens per answer, best-of-N.
 - ``missing``: each absent input and the command that makes it.
 
-Not covered: model calls of any kind, per-benchmark ladders (a rung pools its
-benchmarks), clustering of several samples of one question (the CI and the
-p-values treat them as independent, so they are optimistic when k > 1).
+Not covered: model calls of any kind, per-benchmark paired tests (``ladder_table``
+and the McNemar tests pool a rung's benchmarks), clustering of several samples
+of one question in the pooled table (its Wilson CI and the p-values treat them
+as independent, so they are optimistic when k > 1; ``benchmark_table``'s
+bootstrap does not).
 Files are only read; nothing is written outside ``out_dir``.
 """
 
@@ -35,13 +44,15 @@ import json
 import math
 import os
 import textwrap
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-from thor_core.evaluation.metrics import best_of_n_curve
+from thor_core.evaluation.metrics import best_of_n_curve, summarize
+from thor_core.evaluation.report import metric_cell
 from thor_core.evaluation.rungs import RUNGS
 from thor_core.files import read_jsonl_rows, repo_path
 from thor_core.plots import plot_best_of_n_comparison, save_figure
@@ -68,7 +79,7 @@ _NB04 = NB.format("04_correction_inference") + " (a folder per rung)"
 _NB03 = NB.format("03_rl") + " with mode: {mode} in params/{profile}/03_rl.yaml"
 SUITES: dict[str, dict[str, Source]] = {
     "04_correction_inference": {
-        **{r: Source(f"04_correction_inference/{r}", "cot" if r == "T2" else "tir", _NB04) for r in RUNGS if r != "T6"},
+        **{r: Source(f"04_correction_inference/{r}", "cot" if r in ("T1", "T2") else "tir", _NB04) for r in RUNGS if r != "T6"},
         "T6": Source("04_correction_inference/T5", "tir-sc", _NB04),
     },
     "heldout": {
@@ -85,12 +96,27 @@ SUITES: dict[str, dict[str, Source]] = {
 }  # fmt: skip
 
 # docs/METHOD.md, "What the paper reports": accuracy (%), Avg@4 at temperature 0.6.
-PAPER: dict[str, dict[str, float]] = {
-    "paper Qwen2.5-Math-7B (6-benchmark avg)": dict(zip(RUNGS, (24.7, 41.4, 35.7, 58.1, 59.7, 61.2))),
-    "paper Qwen3-8B thinking (6-benchmark avg)": dict(zip(RUNGS, (74.5, 74.9, 71.4, 77.7, 78.5, 79.8))),
-    "paper Qwen2.5-Math-1.5B MATH500 (T1: TIR prompt, T6: THOR-1.5B)": {"T1": 40.0, "T6": 78.2},
-    "paper Qwen2.5-Math-7B MATH500 (T1: TIR prompt, T6: THOR-7B)": {"T1": 64.7, "T6": 87.5},
+# The paper's Table 1 per benchmark, as far as the docs record it: MATH500 only (AIME24, AIME25, AMC23, Minerva and
+# OlympiadBench are not recorded here, so ``benchmark_table`` shows "-" for them).
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "Qwen2.5-Math-1.5B, TIR prompt": {"MATH500": 40.0},
+    "THOR-1.5B": {"MATH500": 78.2},
+    "Qwen2.5-Math-7B, TIR prompt": {"MATH500": 64.7},
+    "THOR-7B": {"MATH500": 87.5},
 }
+# our benchmark name -> the paper's (math500_mmath: 311 of MATH500's 500; aime25: 15 of AIME 2025's 30)
+PAPER_BENCHMARKS = {"math500": "MATH500", "math500_mmath": "MATH500", "aime24_hf": "AIME24", "aime24": "AIME24",
+                    "aime25_full": "AIME25", "aime25": "AIME25", "amc23": "AMC23", "minerva": "Minerva",
+                    "olympiadbench": "OlympiadBench"}  # fmt: skip
+PAPER_SIX = ("MATH500", "AIME24", "AIME25", "AMC23", "Minerva", "OlympiadBench")
+_ABLATION_7B = "paper Qwen2.5-Math-7B (6-benchmark avg)"
+PAPER: dict[str, dict[str, float]] = {
+    _ABLATION_7B: dict(zip(RUNGS, (24.7, 41.4, 35.7, 58.1, 59.7, 61.2))),
+    "paper Qwen3-8B thinking (6-benchmark avg)": dict(zip(RUNGS, (74.5, 74.9, 71.4, 77.7, 78.5, 79.8))),
+    **{f"paper Qwen2.5-Math-{size} MATH500 (T1: TIR prompt, T6: THOR-{size})": {
+        "T1": PAPER_TABLE1[f"Qwen2.5-Math-{size}, TIR prompt"]["MATH500"], "T6": PAPER_TABLE1[f"THOR-{size}"]["MATH500"]}
+       for size in ("1.5B", "7B")},
+}  # fmt: skip
 PAPER_BEST_OF_N = {1: 61.2, 4: 61.8, 8: 63.3}  # THOR-7B, execution pass rate, 6-benchmark avg
 PAPER_TOKENS = "paper: THOR-7B 1019 tokens per answer, its base model 1083"
 
@@ -130,6 +156,10 @@ class Rung:
         self.questions = len({q for q, _ in self.graded})
         recs = self.records.values()
         self.tokens = sum(r.n_policy_tokens for r in recs) / len(recs) if recs else None
+        graded = [r for r in recs if r.correct is not None]
+        per_question = Counter(r.question_id for r in graded)
+        # per benchmark and their mean (Avg@k, pass@k, maj@k with bootstrap intervals), k = the most samples of a question
+        self.summary = summarize(graded, max(per_question.values())) if graded else None
 
 
 @dataclass
@@ -217,10 +247,44 @@ def tests_table(ladder: Ladder) -> str:
     return "\n".join(lines) + "\n"
 
 
+def benchmark_table(ladder: Ladder) -> str:
+    """Markdown: Avg@k % [95% bootstrap CI] per rung on each benchmark and their mean, beside the paper's Table 1 per
+    benchmark (``PAPER_TABLE1``, as far as recorded) and its ablation's mean of six (Qwen2.5-Math-7B)."""
+    present = ladder.present
+    names = list(dict.fromkeys(b for r in present for b in r.summary["benchmarks"]))
+    heads = [f"{b} (paper: {PAPER_BENCHMARKS[b]})" if b in PAPER_BENCHMARKS else b for b in names]
+    mean = f"mean of {len(names)}" if len(names) > 1 else "all"
+    lines = ["| rung | stage | k | " + " | ".join(heads) + f" | **{mean}** | paper ablation, 7B: mean of 6 |",
+             "|---|---|---|" + "---|" * (len(names) + 2)]  # fmt: skip
+    for r in ladder.rungs:
+        paper = str(PAPER[_ABLATION_7B].get(r.rung, "-"))
+        if not r.present:
+            lines.append(
+                f"| {r.rung} | {RUNGS[r.rung]} | | " + " | ".join(["not run"] * len(names)) + f" | - | {paper} |"
+            )
+            continue
+        s = r.summary
+        cells = [metric_cell(s["benchmarks"][b], "avg@k") if b in s["benchmarks"] else "-" for b in names]
+        macro = s["macro"] if s["macro"]["benchmarks"] > 1 else s["overall"]
+        lines.append(f"| {r.rung} | {RUNGS[r.rung]} | {s['k']} | " + " | ".join(cells) + f" | **{metric_cell(macro, 'avg@k')}** | {paper} |")  # fmt: skip
+    for label, values in PAPER_TABLE1.items():
+        cells = [str(values.get(PAPER_BENCHMARKS.get(b, ""), "-")) for b in names]
+        lines.append(f"| paper Table 1 | {label} | 4 | " + " | ".join(cells) + " | - | - |")
+    recorded = sorted({b for v in PAPER_TABLE1.values() for b in v})
+    missing = [b for b in PAPER_SIX if b not in recorded]
+    note = (f"\nOurs: Avg@k per benchmark, 95% percentile bootstrap over problems (a problem's samples together); the "
+            "mean weighs each benchmark the same (the paper's average), its interval resamples within each benchmark. "
+            f"The paper's Table 1 as recorded in docs/METHOD.md: {', '.join(recorded)}; not recorded: "
+            f"{', '.join(missing)} (\"-\"). math500_mmath and aime25 are subsets (311 of 500, 15 of 30).\n")  # fmt: skip
+    return "\n".join(lines) + "\n" + note
+
+
 def ladders_markdown(ladders: list[Ladder]) -> str:
-    """Each suite that has a rung: its ladder table and paired tests (for notebook 05 and the demo report)."""
+    """Each suite that has a rung: its ladder table, paired tests and the per-benchmark table (for notebook 05 and
+    the demo report)."""
     shown = [lad for lad in ladders if lad.present]
-    parts = [f"### Suite `{lad.suite}`\n\n{ladder_table(lad)}\n{tests_table(lad)}" for lad in shown]
+    parts = [f"### Suite `{lad.suite}`\n\n{ladder_table(lad)}\n{tests_table(lad)}\n"
+             f"#### Per benchmark\n\n{benchmark_table(lad)}" for lad in shown]  # fmt: skip
     return "\n".join(parts) or "No rung of any suite has records yet (see what is missing above).\n"
 
 

@@ -19,13 +19,14 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from thor_core import files
 from thor_core.files import REPO_ROOT
 from thor_core.hardware import machine
 from thor_core.params import ParamsError, profile_path, read_yaml_mapping, unknown_hint
 from thor_core.runs import provenance, start_run
+from thor_core.sandbox import SANDBOX_URL_HELP
 
 
 class NotebookError(RuntimeError):
@@ -110,6 +111,8 @@ def run_notebook(
     model_path: str | os.PathLike | None = None,
     progress_bar: bool = False,
     log_output: bool = False,
+    stdout_file: TextIO | None = None,
+    stderr_file: TextIO | None = None,
 ) -> Path:
     """Execute a notebook headless with papermill; return the executed notebook's path.
 
@@ -125,7 +128,8 @@ def run_notebook(
     directory is the notebook's folder (as in JupyterLab), and its environment
     has ``THOR_PROGRESS=lines`` (plain progress lines, ``thor_core.progress``) and vLLM at warnings. On failure the
     manifest gets status ``"failed"`` and the error, and :class:`NotebookError`
-    naming the cell is raised.
+    naming the cell is raised. ``log_output`` sends papermill's lines and the cells' outputs (streams and
+    results) to the ``papermill`` logger; ``stdout_file`` and ``stderr_file`` get the cells' streams as written.
     """
     import papermill
 
@@ -183,7 +187,9 @@ def run_notebook(
                 kernel_name=kernel,
                 cwd=str(notebook.parent),
                 progress_bar=progress_bar,
-                log_output=log_output,  # the cells' output streamed to papermill's logger (the demo's terminal)
+                log_output=log_output,  # the cells' output and results to papermill's logger (the demo: run.log)
+                stdout_file=stdout_file,  # the cells' streams, as written (the demo: its terminal)
+                stderr_file=stderr_file,
                 km=km,
             )
     except BaseException as e:
@@ -234,13 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="reuse an existing run folder")
     ap.add_argument("--model-path", help="local weights file or model folder to hash into the manifest")
     ap.add_argument("--kernel", default="python3")
+    ap.add_argument("--sandbox-url", action="append", dest="sandbox_urls", metavar="URL", help=SANDBOX_URL_HELP)
     args = ap.parse_args(argv)
+    overrides = dict(args.param) | ({"sandbox_urls": args.sandbox_urls} if args.sandbox_urls else {})
     try:
         executed = run_notebook(
             args.notebook,
             profile=args.profile,
             params_file=args.params_file,
-            overrides=dict(args.param),
+            overrides=overrides,
             out_dir=args.out_dir,
             kernel=args.kernel,
             resume=args.resume,

@@ -17,16 +17,20 @@ Modules: ``config`` (SandboxConfig, ExecResult, errors), ``executor`` (the
 caller's side), ``forkserver`` (the trusted template and session holders),
 ``cell`` (what runs inside), ``isolation`` (the layers), ``wire`` (JSON
 messages), ``server`` and ``client`` (HTTP front, SandboxFusion-compatible,
-and ``RemoteSandbox``). Design, layers and degraded modes: docs/sandbox.md.
+and ``RemoteSandbox``, with failover between hosts), ``hosts``
+(``open_sandbox``: the local sandbox or the hosts of ``sandbox_urls``, what
+the stages use). Design, layers and degraded modes: docs/sandbox.md.
 """
 
 from thor_core.sandbox.client import RemoteSandbox, RemoteSession
 from thor_core.sandbox.config import LAYERS, ExecResult, SandboxConfig, SandboxError, SandboxUnavailable
 from thor_core.sandbox.executor import Sandbox, Session
+from thor_core.sandbox.hosts import SANDBOX_URL_HELP, check_urls, open_sandbox
 
 __all__ = [
     "LAYERS",
     "ExecResult",
+    "SANDBOX_URL_HELP",
     "RemoteSandbox",
     "RemoteSession",
     "Sandbox",
@@ -34,4 +38,6 @@ __all__ = [
     "SandboxError",
     "SandboxUnavailable",
     "Session",
+    "check_urls",
+    "open_sandbox",
 ]

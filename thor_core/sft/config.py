@@ -16,6 +16,9 @@ from thor_core.evaluation.before_after import CheckParams
 from thor_core.files import repo_path
 from thor_core.models import DEFAULT_MODEL
 from thor_core.params import read_yaml_mapping, split_params
+from thor_core.tracking import HELP as REPORT_TO_HELP
+from thor_core.tracking import ReportTo
+from thor_core.tracking import problems as report_to_problems
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -70,6 +73,7 @@ class SFTParams:
     save_total_limit: int | None = _f(2, "checkpoints kept (null: all)")
     overwrite: bool = _f(False, "redo a finished run from scratch (its checkpoints and final/ are deleted)")
     progress: Literal["auto", "bar", "lines"] = _f("auto", "tqdm bar, plain lines, or auto (lines when headless)")
+    report_to: ReportTo | list[ReportTo] = _f("tensorboard", REPORT_TO_HELP)
 
     def __post_init__(self) -> None:
         counts = ("global_batch_size", "per_device_batch_size", "max_length", "save_steps", "logging_steps", "lora_r")
@@ -81,6 +85,7 @@ class SFTParams:
                 f"global_batch_size {self.global_batch_size} must be a multiple of "
                 f"per_device_batch_size {self.per_device_batch_size}"
             )
+        problems += report_to_problems(self.report_to)
         if problems:
             raise ValueError("SFTParams: " + "; ".join(problems))
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thor_core import files
+from thor_core import files, tracking
 from thor_core.files import read_jsonl_rows
 from thor_core.models import load_model_and_tokenizer
 
@@ -35,7 +35,7 @@ SUMMARY = "sft_summary.json"
 LOSS_LOG = "loss.jsonl"
 PARAMS_FILE = "sft_params.json"
 #: Settings that may differ between a killed run and its resumption.
-RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "output_dir")
+RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "output_dir", "report_to")
 REMEDY = "pass overwrite=True to start over, or use another output_dir"
 LOG_KEYS = ("step", "loss", "grad_norm", "learning_rate", "epoch", "mean_token_accuracy", "num_tokens")
 
@@ -58,9 +58,10 @@ def drop_torn_checkpoints(out: str | os.PathLike) -> None:
 
 
 def clear(out: str | os.PathLike) -> None:
-    """Delete what a run wrote (checkpoints, final/, adapter/, logs, settings, summary); other files stay."""
+    """Delete what a run wrote (checkpoints, final/, adapter/, logs and trackers, settings, summary); other files stay."""
     out = Path(out)
     names = [c.name for c in out.glob("checkpoint-*")] + ["final", "final.tmp", "adapter", SUMMARY, LOSS_LOG]
+    names += tracking.FOLDERS
     for target in [out / n for n in names] + [out / PARAMS_FILE]:
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 

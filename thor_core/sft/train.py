@@ -26,7 +26,8 @@ Covered:
   a finished run returns at once unless ``overwrite``; other settings are refused.
 - Logs: ``<out>/loss.jsonl``, plain progress lines with an ETA when headless
   (papermill, pipes; ``thor_core.progress`` decides), the Trainer's bars on a
-  terminal or in JupyterLab, ``<out>/sft_summary.json``.
+  terminal or in JupyterLab, ``<out>/sft_summary.json``; ``report_to`` goes to
+  TRL as it is (TensorBoard in ``<out>/tb`` by default; ``thor_core.tracking``).
 - Several processes: ``accelerate launch --config_file params/accelerate/X.yaml
   -m thor_core.sft --config ...`` runs this module on every rank; the global
   batch is fixed (``global_batch_size``) and gradient accumulation derived from
@@ -47,7 +48,7 @@ import sys
 import time
 from typing import Any
 
-from thor_core import progress
+from thor_core import progress, tracking
 from thor_core.data.sft_examples import IGNORE, check_tokenizer, load_sft_dataset
 from thor_core.files import repo_path, write_json_atomic
 from thor_core.hardware import bf16_autocast
@@ -118,7 +119,9 @@ def sft_config(p: SFTParams, n_processes: int | None = None):
         save_strategy="steps",
         save_steps=p.save_steps,
         save_total_limit=p.save_total_limit,
-        report_to=[],
+        report_to=tracking.names(p.report_to),  # TRL's callbacks log; tracking.run_folder_env places them
+        project=tracking.PROJECT,  # trackio's project (wandb's comes from WANDB_PROJECT)
+        run_name=repo_path(p.output_dir).name,
         disable_tqdm=p.progress == "lines" or (p.progress == "auto" and progress.mode() == "lines"),
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -203,18 +206,19 @@ def train(p: SFTParams) -> dict[str, Any]:
         raise ValueError(f"the SFT dataset at {p.dataset_path()} has no examples")
     from trl import SFTTrainer
 
-    trainer = SFTTrainer(
-        model=str(folder),
-        args=cfg,
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=lora_config(p),
-        callbacks=[run_folder.loss_callback(out, cfg.disable_tqdm)],
-    )
-    trainer.remove_callback(PrinterCallback)  # our callback prints plainer lines
-    checkpoints = run_folder.complete_checkpoints(out)
-    resumed = checkpoints[-1] if checkpoints else None
-    result = trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+    with tracking.run_folder_env(p.report_to, out):  # the trackers write into the run folder
+        trainer = SFTTrainer(
+            model=str(folder),
+            args=cfg,
+            train_dataset=data,
+            processing_class=tokenizer,
+            peft_config=lora_config(p),
+            callbacks=[run_folder.loss_callback(out, cfg.disable_tqdm)],
+        )
+        trainer.remove_callback(PrinterCallback)  # our callback prints plainer lines
+        checkpoints = run_folder.complete_checkpoints(out)
+        resumed = checkpoints[-1] if checkpoints else None
+        result = trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
     steps_before = run_folder.checkpoint_step(resumed) if resumed else 0
 
     trainable = sum(x.numel() for x in trainer.model.parameters() if x.requires_grad)

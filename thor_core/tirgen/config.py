@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thor_core.backends.base import SamplingParams
+from thor_core.data.benchmarks import parse_sources
 from thor_core.models import DEFAULT_MODEL
 from thor_core.params import read_yaml_mapping, split_params
+from thor_core.sandbox import check_urls
 from thor_core.tirgen import actor_critic, filters
 
 BackendName = Literal["auto", "hf", "vllm", "openai"]  # a make_backend kind (backends.base.Backend is the class)
@@ -31,10 +33,11 @@ class TIRGenParams:
     critic_backend: BackendName = field(default="auto", metadata={"help": "openai: a `vllm serve` of a larger model"})
     critic_base_url: str | None = field(default=None, metadata={"help": "for critic_backend openai"})
     problems: str = field(
-        default="generated", metadata={"help": "'generated' (thor_core.data.problems) or a benchmark"}
+        default="generated",
+        metadata={"help": "'generated', a benchmark, a file, or a mix 'dapo17k+deepmath*2' (data.benchmarks)"},
     )
     n_problems: int = field(default=200, metadata={"help": "problems to draw (all shards together)"})
-    problem_seed: int = field(default=1000, metadata={"help": "seed of the generated problems"})
+    problem_seed: int = field(default=1000, metadata={"help": "seed of the generated problems and of a mix's draw"})
     levels: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "difficulty levels 1-3"})
     kinds: list[str] | None = field(default=None, metadata={"help": "problem kinds (null: all)"})
     k: int = field(default=4, metadata={"help": "attempts per question (authors: 8)"})
@@ -51,6 +54,12 @@ class TIRGenParams:
     critic_temperature: float = field(default=0.2, metadata={"help": "critic sampling temperature"})
     actor_prompt: Literal["cot", "tir"] = field(default="cot", metadata={"help": "prompt the actor writes under"})
     code_timeout_s: float | None = field(default=None, metadata={"help": "per call (null: sandbox default)"})
+    sandbox_urls: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "sandbox hosts: http://HOST:PORT each, running thor_core.sandbox.server (null: this machine)"
+        },
+    )
     nontrivial_code: Literal["paper", "authors", "off"] = field(default="paper", metadata={"help": "code rule"})
     one_call_keep: float = field(default=0.5, metadata={"help": "share of 1-call samples kept (1.0: all)"})
     cot_filter_k: int = field(default=0, metadata={"help": "CoT samples per question for the pre-filter (0: off)"})
@@ -71,6 +80,15 @@ class TIRGenParams:
             self.shard_index()
         except ValueError as e:
             problems.append(str(e))
+        try:
+            check_urls(self.sandbox_urls)
+        except ValueError as e:
+            problems.append(str(e))
+        if self.problems != "generated" and not Path(self.problems).is_file():
+            try:
+                parse_sources(self.problems)
+            except ValueError as e:
+                problems.append(str(e))
         if self.critic_backend == "openai" and not self.critic_base_url:
             problems.append("critic_backend 'openai' needs critic_base_url (e.g. http://host:8000/v1)")
         if problems:

@@ -5,6 +5,8 @@ Files in the run folder (one per shard; ``merge`` joins shards into one):
 - ``config.json``: the generation settings; resuming with others is refused
   (filters and export are re-run freely: they only read the files);
 - ``problems.jsonl``: the problems of this run (held-out sets exclude them: ``thor_core.data.heldout``);
+- ``decontamination.json``: what the check against the evaluation sets removed from the whole drawn list
+  (``thor_core.data.decontam``; every shard holds the same report);
 - ``cot/``: the CoT pre-filter's evaluation records (``cot_filter_k > 0``);
 - ``attempts.jsonl``: every attempt, graded, appended as it finishes. A run
   killed at any moment (SIGKILL) resumes without losing or redoing finished
@@ -28,6 +30,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -35,9 +38,9 @@ from pathlib import Path
 
 from thor_core.backends import make_backend
 from thor_core.backends.base import SamplingParams
-from thor_core.data.benchmarks import Problem, load_benchmark
-from thor_core.data.heldout import assert_no_overlap, read_problems, write_problems
-from thor_core.data.problems import generate_problems
+from thor_core.data.benchmarks import Problem
+from thor_core.data.decontam import REPORT_FILE, report_line, write_report
+from thor_core.data.heldout import read_problems, training_set, write_problems
 from thor_core.data.sft_examples import save_sft_dataset
 from thor_core.engine.rollout import make_tasks, rollout_config, run_coroutine
 from thor_core.evaluation.runner import GradedWriter, check_config, evaluate, load_records, math_grader
@@ -46,22 +49,19 @@ from thor_core.grading import Grader
 from thor_core.models import resolve_model
 from thor_core.progress import bar as progress_bar
 from thor_core.record import Trajectory, write_jsonl
-from thor_core.sandbox import Sandbox, SandboxConfig
+from thor_core.sandbox import SANDBOX_URL_HELP, open_sandbox
 from thor_core.tirgen import actor_critic, filters, report
 from thor_core.tirgen.config import TIRGenParams, load_params
 
 # ------------------------------------------------------------------ problems
 
 
-def problems_for(p: TIRGenParams) -> list[Problem]:
-    """This shard's problems: every n-th of the full list, starting at i."""
-    if p.problems == "generated":
-        everything = generate_problems(p.n_problems, p.problem_seed, levels=p.levels, kinds=p.kinds)
-        assert_no_overlap(everything)
-    else:
-        everything = load_benchmark(p.problems, limit=p.n_problems)
+def problems_for(p: TIRGenParams) -> tuple[list[Problem], dict]:
+    """This shard's problems (every n-th of the decontaminated list, starting at i) and the decontamination report
+    of the whole list (``thor_core.data.heldout.training_set``: contaminated questions are removed, not refused)."""
+    everything, decontamination = training_set(p.problems, p.n_problems, p.problem_seed, p.levels, p.kinds)
     i, n = p.shard_index()
-    return everything[i::n]
+    return everything[i::n], decontamination
 
 
 # ---------------------------------------------------------------- generation
@@ -215,18 +215,22 @@ def open_backends(p: TIRGenParams, stack):
 def stage(p: TIRGenParams, out_dir: str | os.PathLike, stack: ExitStack, progress: bool = True):
     """The stage's steps in order, one at a time: a generator of ``(step, result)``.
 
-    ``problems`` (this shard's, recorded in ``problems.jsonl``), ``engines`` (actor, critic, sandbox: entered on
+    ``problems`` (this shard's, recorded in ``problems.jsonl``, the decontamination in ``decontamination.json`` and
+    one printed line), ``engines`` (actor, critic, sandbox: entered on
     ``stack``, closed with it), ``cot_prefilter`` (the questions left), ``generate`` (every attempt, graded), and
     ``finalize`` (the filters, the SFT export, the statistics). :func:`run` takes them all; notebook 01 takes one per
     cell, so the order lives here only.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    problems = problems_for(p)
+    problems, decontamination = problems_for(p)
     write_problems(problems, out_dir)
+    write_report(decontamination, out_dir)
+    print(report_line(decontamination))
     yield "problems", problems
+    # the sandbox first (local, or the hosts, recorded in sandbox.json): a dead host stops before a model loads
+    sandbox = stack.enter_context(open_sandbox(p.sandbox_urls, out_dir))
     actor, critic = open_backends(p, stack)
-    sandbox = stack.enter_context(Sandbox(SandboxConfig()))
     grader = stack.enter_context(Grader())
     yield "engines", (actor, critic, sandbox)
     todo = cot_prefilter(actor, problems, p, out_dir, grader)
@@ -258,6 +262,9 @@ def merge(shard_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, token
         if (d / "timing.json").exists():
             calls += json.loads((d / "timing.json").read_text())["calls"]
     write_problems(problems, out_dir)
+    reports = [Path(d) / REPORT_FILE for d in shard_dirs if (Path(d) / REPORT_FILE).exists()]
+    if reports:  # every shard checked the same whole list
+        shutil.copyfile(reports[0], out_dir / REPORT_FILE)
     write_jsonl(attempts, out_dir / ".attempts.jsonl.tmp")
     os.replace(out_dir / ".attempts.jsonl.tmp", out_dir / "attempts.jsonl")
     write_json_atomic(out_dir / "cot_dropped.json", sorted(dropped))
@@ -272,10 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="a YAML file of TIRGenParams (e.g. params/cpu/01_tirgen.yaml)")
     ap.add_argument("--shard", help="i/n: run only this shard (overrides the file's shard)")
     ap.add_argument("--out-dir", required=True, help="run folder")
+    ap.add_argument("--sandbox-url", action="append", dest="sandbox_urls", metavar="URL", help=SANDBOX_URL_HELP)
     args = ap.parse_args(argv)
     p = load_params(repo_path(args.config)) if args.config else TIRGenParams()
     if args.shard:
         p = dataclasses.replace(p, shard=args.shard)
+    if args.sandbox_urls:
+        p = dataclasses.replace(p, sandbox_urls=args.sandbox_urls)
     if args.shards:
         if args.shards[0] != "merge" or len(args.shards) < 2:
             ap.error("positional arguments: merge DIR [DIR ...]")
