@@ -235,8 +235,11 @@ def reduce_stats(stats: Counter, acc) -> Counter:
     if acc.num_processes == 1:
         return stats
     import torch
+    from accelerate.utils import gather_object
 
-    keys = sorted(k for k in stats if k not in ("grad_norm", "optimizer_steps", *EXTREMA))
+    # the union over ranks: a rank whose share of a mini-batch was empty ran only a zero-weight micro-step and has
+    # none of the loss sums (fewer rows than ranks x updates_per_batch), and all ranks must reduce the same vector
+    keys = sorted(set(gather_object([k for k in stats if k not in ("grad_norm", "optimizer_steps", *EXTREMA)])))
     summed = acc.reduce(torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=acc.device), "sum")
     ext = [(k, sign, stats[k] if k in stats else empty) for k, (sign, empty) in EXTREMA.items()]  # same on all ranks
     biggest = acc.reduce(torch.tensor([sign * v for _, sign, v in ext], dtype=torch.float64, device=acc.device), "max")
