@@ -505,6 +505,17 @@ def parse_sources(spec: str) -> list[Source]:
     return sources
 
 
+def setting_problems(value: str) -> list[str]:
+    """What is wrong with a stage's ``problems`` setting (TIRGen's, RL's): ``generated``, a file, a set or a mix."""
+    if value == "generated" or Path(value).is_file():
+        return []
+    try:
+        parse_sources(value)
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
 def mix_order(sizes: Sequence[int], weights: Sequence[float], n: int) -> list[tuple[int, int]]:
     """The first ``n`` draws of a weighted mix as (source, how many that source gave before).
 

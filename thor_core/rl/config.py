@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thor_core.data.benchmarks import parse_sources
+from thor_core.data.benchmarks import setting_problems
 from thor_core.evaluation.before_after import CheckParams
 from thor_core.files import repo_path
 from thor_core.params import read_yaml_mapping, split_params
@@ -156,11 +156,7 @@ class RLParams:
             check_urls(self.sandbox_urls)
         except ValueError as e:
             problems.append(str(e))
-        if self.problems != "generated" and not Path(self.problems).is_file():
-            try:
-                parse_sources(self.problems)
-            except ValueError as e:
-                problems.append(str(e))
+        problems += setting_problems(self.problems)
         problems += report_to_problems(self.report_to)
         if problems:
             raise ValueError("RLParams: " + "; ".join(problems))

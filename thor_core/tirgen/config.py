@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thor_core.backends.base import SamplingParams
-from thor_core.data.benchmarks import parse_sources
+from thor_core.data.benchmarks import setting_problems
 from thor_core.models import DEFAULT_MODEL
 from thor_core.params import read_yaml_mapping, split_params
 from thor_core.sandbox import check_urls
@@ -84,11 +84,7 @@ class TIRGenParams:
             check_urls(self.sandbox_urls)
         except ValueError as e:
             problems.append(str(e))
-        if self.problems != "generated" and not Path(self.problems).is_file():
-            try:
-                parse_sources(self.problems)
-            except ValueError as e:
-                problems.append(str(e))
+        problems += setting_problems(self.problems)
         if self.critic_backend == "openai" and not self.critic_base_url:
             problems.append("critic_backend 'openai' needs critic_base_url (e.g. http://host:8000/v1)")
         if problems:
