@@ -422,3 +422,27 @@ def test_resume_refuses_records_of_other_weights(tokenizer, tmp_path):
     # records written before the model was recorded (or by a caller that names none) still resume
     run(tmp_path / "old", None)
     assert run(tmp_path / "old", str(weights)).summary["resumed"] == 1
+
+
+@pytest.mark.model
+def test_the_cli_maps_a_user_files_columns_and_names_it_by_its_file_name(tmp_path):
+    """``--question-column`` / ``--answer-column`` (load_file's mapping); tables and records name the file, not the
+    machine's path to it. A tiny model in CoT mode: the plumbing, not the answers."""
+    from thor_core.evaluation import runner
+    from thor_core.models import TINY_MODEL
+
+    data = tmp_path / "mine" / "quiz.jsonl"
+    data.parent.mkdir()
+    data.write_text("".join(json.dumps({"q": f"What is {i} + {i}?", "a": str(2 * i)}) + "\n" for i in range(3)))
+    out = tmp_path / "eval"
+    argv = ["--model", TINY_MODEL, "--backend", "hf", "--mode", "cot", "--benchmarks", str(data), "--limit", "2",
+            "--max-new-tokens", "4", "--out-dir", str(out), "--question-column", "q", "--answer-column", "a"]  # fmt: skip
+    assert runner.main(argv) == 0
+    summary = json.loads((out / "summary-cot.json").read_text())
+    assert summary["benchmark_names"] == ["quiz.jsonl"] and str(tmp_path) not in (out / "summary-cot.md").read_text()
+    records = [json.loads(line) for line in (out / "records-cot.jsonl").read_text().splitlines()]
+    assert [r["gold_answer"] for r in records] == ["0", "2"] and {r["metadata"]["benchmark"] for r in records} == {
+        "quiz.jsonl"
+    }
+    with pytest.raises(SystemExit):  # the column flags without a file to map
+        runner.main(["--benchmarks", "aime24", "--question-column", "q", "--out-dir", str(out)])

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from thor_core import tir
 from thor_core.backends import make_backend
-from thor_core.data.benchmarks import Problem, load_benchmark
+from thor_core.data.benchmarks import Problem, load_benchmark, load_file
 from thor_core.engine.rollout import RolloutConfig, RolloutTask, make_tasks, rollout_config, run_rollouts
 from thor_core.evaluation.metrics import summarize
 from thor_core.evaluation.report import benchmark_table, summary_markdown
@@ -223,7 +223,7 @@ def evaluate(
         given = (problems or {}).get(name)
         chosen = list(given)[:limit] if given is not None else load_benchmark(name, limit=limit)
         for task in make_tasks(chosen, backend.tokenizer, mode, n_samples=k, seed=cfg.seed):
-            task.metadata["benchmark"] = name
+            task.metadata["benchmark"] = benchmark_label(name)
             tasks.append(task)
     config = {"mode": mode, "self_correction": self_correction, "rollout": dataclasses.asdict(cfg)}
     if model is not None:
@@ -234,12 +234,17 @@ def evaluate(
         "mode": mode,
         "self_correction": self_correction,
         "backend": backend.name,
-        "benchmark_names": list(benchmarks),
+        "benchmark_names": [benchmark_label(b) for b in benchmarks],
         "limit": limit,
         "rollout": config["rollout"],
         **summarize(records, k, best_of_n),
     }
     return finish_run(out_dir, tag, records, summary)
+
+
+def benchmark_label(name: str) -> str:
+    """How tables name a benchmark: its name, or a user's file by its file name (not the machine's whole path)."""
+    return Path(name).name if Path(name).is_file() else name
 
 
 # ------------------------------------------------------------------------ CLI
@@ -264,7 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--sandbox-url", action="append", dest="sandbox_urls", metavar="URL", help=SANDBOX_URL_HELP)
+    ap.add_argument("--question-column", help="a benchmark file's question column (default: problem; dotted paths)")
+    ap.add_argument("--answer-column", help="a benchmark file's answer column (default: solution; \\boxed{} reduced)")
     args = ap.parse_args(argv)
+    columns = {k: v for k, v in (("question", args.question_column), ("answer", args.answer_column)) if v}
+    files = [b for b in args.benchmarks if Path(b).is_file()]
+    if columns and not files:
+        ap.error("--question-column / --answer-column map a benchmark file's columns: give a file in --benchmarks")
+    given = {b: load_file(b, limit=args.limit, **columns) for b in files} if columns else None
     cfg = rollout_config(args)
     tools = args.mode == "tir"
     if args.sandbox_urls and not tools:
@@ -283,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out_dir,
             args.limit,
             args.best_of_n,
+            problems=given,
             model=args.model,
         )
     print(benchmark_table(result.summary))
