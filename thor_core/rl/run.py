@@ -38,8 +38,8 @@ PARAMS_FILE = "rl_params.json"
 SUMMARY = "rl_summary.json"
 METRICS = "metrics.jsonl"
 STATE = "trainer_state.json"
-RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "output_dir", "report_to", "steps")
-RESUME_FREE += ("sandbox_urls",)  # other hosts may run the code of a resumed run
+# sandbox_urls: other hosts may run the code of a resumed run
+RESUME_FREE = ("overwrite", "progress", "save_steps", "save_total_limit", "output_dir", "report_to", "steps", "sandbox_urls")  # fmt: skip
 
 
 # ------------------------------------------------------------------ inputs
