@@ -199,7 +199,7 @@ def answer_by_question(problems, wrong=()):
     return respond
 
 
-def run_cot(backend, out_dir, grader, k=2, limit=2):
+def run_cot(backend, out_dir, grader, k=2, limit=2, **kw):
     return evaluate(
         backend,
         None,
@@ -213,6 +213,7 @@ def run_cot(backend, out_dir, grader, k=2, limit=2):
         best_of_n=2,
         grader=grader,
         progress=False,
+        **kw,
     )
 
 
@@ -306,6 +307,23 @@ def test_evaluate_rejects_bad_combinations(tokenizer, tmp_path):
         evaluate(backend, None, ["aime24"], 1, "cot", True, RolloutConfig(), tmp_path)
     with pytest.raises(ValueError, match="evaluate_code"):
         evaluate(backend, None, ["humaneval"], 1, "tir", False, RolloutConfig(), tmp_path)
+
+
+def test_the_authors_no_call_score_resummarizes_a_run_without_sampling(tokenizer, tmp_path):
+    """Notebook 04's ``no_call_score`` (and the CLI's ``--no-call-score``) reaches the summary through ``evaluate``;
+    switching the rule on a finished run resumes every record: nothing sampled or graded again. (Which answer each
+    rule picks is ``test_best_of_n_curve_by_hand``'s.)"""
+    problems = load_benchmark("aime24", limit=2) + load_benchmark("aime25", limit=2)
+    backend = ScriptedBackend(tokenizer, answer_by_question(problems))
+    assert run_cot(backend, tmp_path, CountingGrader()).summary["no_call_score"] == 0.0
+    backend.requests.clear()
+    grader = CountingGrader()
+    again = run_cot(backend, tmp_path, grader, no_call_score=1.0)
+    assert grader.calls == 0 and not backend.requests and again.summary["resumed"] == 8
+    assert '"no_call_score": 1.0' in again.summary_path.read_text()
+    assert "scores 1 (the authors' script)" in again.markdown_path.read_text()
+    with pytest.raises(ValueError, match=r"no_call_score is an execution pass rate.* got 2"):
+        run_cot(backend, tmp_path, grader, no_call_score=2)
 
 
 # ------------------------------------------------------------- real sandbox

@@ -7,7 +7,6 @@ import pytest
 from thor_core.data.benchmarks import HUB_BENCHMARKS
 from thor_core.evaluation import rungs
 from thor_core.evaluation.metrics import summarize
-from thor_core.evaluation.runner import EvalResult
 from thor_core.params import load_profile
 from thor_core.record import ToolCall, Trajectory
 
@@ -89,19 +88,7 @@ def test_several_benchmarks_get_a_column_and_a_row_each_and_their_mean_not_the_p
     assert "| **mean of 2** | T1 (base) | cot | | | 66.7 [" in table
 
 
-def test_the_authors_no_call_score_rescores_a_run_in_place(tmp_path):
-    """An answer without calls that is right beside one with a half-failed call: ours picks the call (0.5 > 0), the
-    authors' script the code-free answer (1.0 > 0.5); the summary files are rewritten with the rule named."""
-    records = [rec("p", 0, True), rec("p", 1, False, calls=(True, False))]
-    s = summary("tir", records, k=2, best_of_n=2)
-    result = EvalResult("tir", records, s, tmp_path / "r.jsonl", tmp_path / "summary-tir.json", tmp_path / "s.md")
-    rungs.rescore_best_of_n(result, 2, 0.0)
-    assert not result.summary_path.exists()  # already the kit's rule: nothing rewritten
-    rungs.rescore_best_of_n(result, 2, 1.0)
-    assert result.summary["best_of_n"][1]["exec_pass_rate"] == 1.0 and result.summary["no_call_score"] == 1.0
-    assert '"no_call_score": 1.0' in result.summary_path.read_text() and "scores 1 (the authors' script)" in (
-        result.markdown_path.read_text()
-    )
+def test_a_no_call_score_outside_0_1_is_refused():
     with pytest.raises(ValueError, match=r"no_call_score: .* got 2"):
         rungs.RungsParams(rungs={"T1": "embedded:x"}, no_call_score=2)
 

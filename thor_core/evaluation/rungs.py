@@ -22,7 +22,7 @@ Covered:
   ``thor_core.evaluation.metrics``);
   best-of-N (execution pass rate vs majority vote) at the asked N where k
   allows, an answer without calls scored ``no_call_score`` (0, or the
-  authors' 1.0: ``rescore_best_of_n``); the cost of self-correction (tokens
+  authors' 1.0, passed to ``runner.evaluate``); the cost of self-correction (tokens
   and wall time, tir-sc vs tir on the same rung); the 2x2 tool success x correctness table per rung with
   Pearson's chi-square (``stats.chi_square_2x2``). Two figures; ``write_report``.
 
@@ -47,8 +47,7 @@ from thor_core.backends import make_backend
 from thor_core.data import heldout
 from thor_core.engine.rollout import RolloutConfig, rollout_config
 from thor_core.evaluation import runner as evaluation
-from thor_core.evaluation.metrics import best_of_n_curve
-from thor_core.evaluation.report import metric_cell, no_call_note, summary_markdown
+from thor_core.evaluation.report import metric_cell, no_call_note
 from thor_core.files import repo_path, write_json_atomic
 from thor_core.models import EMBEDDED_PREFIX
 from thor_core.plots import plot_best_of_n_comparison, save_figure
@@ -217,18 +216,6 @@ def plan(p: RungsParams) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def rescore_best_of_n(result: evaluation.EvalResult, n: int | None, no_call_score: float) -> None:
-    """Recompute ``result``'s best-of-N curve with ``no_call_score`` and rewrite its summary files, where the score
-    differs from the one ``runner.evaluate`` summarized with (the kit's 0); from the graded records in memory, so
-    switching the rule needs no new samples."""
-    if n is None or result.summary.get("no_call_score", 0.0) == no_call_score:
-        return
-    result.summary["best_of_n"] = best_of_n_curve(result.records, n, no_call_score=no_call_score)
-    result.summary["no_call_score"] = no_call_score
-    write_json_atomic(result.summary_path, result.summary)
-    result.markdown_path.write_text(summary_markdown(result.summary), encoding="utf-8")
-
-
 def evaluate_rungs(p: RungsParams, out_dir: str | os.PathLike, sandbox, grader=None, progress: bool = True):
     """Evaluate every runnable rung of ``plan(p)`` into ``out_dir/<rung>/``; rung -> tag -> EvalResult.
 
@@ -248,8 +235,7 @@ def evaluate_rungs(p: RungsParams, out_dir: str | os.PathLike, sandbox, grader=N
                 r = evaluation.evaluate(backend, sandbox if mode == "tir" else None, p.benchmarks, p.k, mode, sc,
                                         p.rollout_config(), out_dir / rung, limit=p.limit, best_of_n=p.curve_n(),
                                         grader=grader, progress=progress, problems=p.problems(),
-                                        model=local_model(step["model"]))  # fmt: skip
-                rescore_best_of_n(r, p.curve_n(), p.no_call_score)
+                                        model=local_model(step["model"]), no_call_score=p.no_call_score)  # fmt: skip
                 results.setdefault(rung, {})[r.tag] = r
                 s = r.summary
                 print(f"  {rung} {r.tag}: Avg@{p.k} {pct(s['macro']['avg@k'])}% (mean of {s['macro']['benchmarks']} "

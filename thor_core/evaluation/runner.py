@@ -191,6 +191,7 @@ def evaluate(
     progress: bool = True,
     problems: dict[str, Sequence[Problem]] | None = None,
     model: str | None = None,
+    no_call_score: float = 0.0,
 ) -> EvalResult:
     """Sample ``k`` rollouts per problem of each benchmark, grade them, write records and summary.
 
@@ -198,7 +199,10 @@ def evaluate(
     (e.g. ``{"heldout": generate_problems(...)}`` with ``benchmarks=["heldout"]``);
     other names are loaded with ``thor_core.data.benchmarks.load_benchmark``. ``model``: the name or folder the
     backend was made from; its weights' hash goes into ``config-<tag>.json``, so resuming the records with
-    other weights is refused (``thor_core.runs.provenance.model_fingerprint``).
+    other weights is refused (``thor_core.runs.provenance.model_fingerprint``). ``no_call_score``: the best-of-N
+    curve's score of an answer without code calls (``thor_core.engine.best_of_n``: 0, the kit's, or the authors'
+    1.0); the summary is rebuilt from the graded records on every call, so re-running with another score resumes
+    every record and samples nothing new.
 
     ``cfg`` gives limits and sampling; ``mode`` and ``self_correction`` override
     its ``tools`` and ``self_correction``. ``grader`` is anything with
@@ -213,6 +217,8 @@ def evaluate(
         raise ValueError("self-correction needs tool calls: use mode='tir'")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if not 0.0 <= no_call_score <= 1.0:
+        raise ValueError(f"no_call_score is an execution pass rate, in [0, 1] (0 or the authors' 1.0), got {no_call_score}")
     if "humaneval" in benchmarks:
         raise ValueError("humaneval is a code benchmark: use thor_core.evaluation.code.evaluate_code")
     cfg = replace(cfg, tools=mode == "tir", self_correction=self_correction)
@@ -237,7 +243,7 @@ def evaluate(
         "benchmark_names": [benchmark_label(b) for b in benchmarks],
         "limit": limit,
         "rollout": config["rollout"],
-        **summarize(records, k, best_of_n),
+        **summarize(records, k, best_of_n, no_call_score=no_call_score),
     }
     return finish_run(out_dir, tag, records, summary)
 
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--best-of-n", type=int, default=None)
+    ap.add_argument("--no-call-score", type=float, default=0.0,
+                    help="best-of-N score of an answer without code calls: 0 (the kit's) or 1.0 (the authors' script)")  # fmt: skip
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--max-new-tokens", type=int, default=2048)
     ap.add_argument("--max-tool-rounds", type=int, default=10)
@@ -297,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             args.best_of_n,
             problems=given,
             model=args.model,
+            no_call_score=args.no_call_score,
         )
     print(benchmark_table(result.summary))
     print(f"records: {result.records_path}\nsummary: {result.markdown_path}")
