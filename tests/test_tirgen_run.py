@@ -128,11 +128,12 @@ from thor_core.backends.scripted import ScriptedBackend
 from thor_core.models import DEFAULT_MODEL, resolve_model
 from thor_core.sandbox import Sandbox, SandboxConfig
 
-def slow(policy):
-    # slow enough that generation outlasts the grader pool's start-up: graded attempts then arrive one by one
-    # (with 0.05 s a quiet machine generated all 20 before the first grade, and they were written in a burst)
+def slow(policy, pause_s):
+    # the killed run: slow enough that generation outlasts the grader pool's start-up, so graded attempts arrive
+    # one by one (with 0.05 s a quiet machine generated all 20 before the first grade, and they were written in a
+    # burst); the resumed run needs no window to be killed in and runs at full speed (argv[1] = 0)
     def respond(context):
-        time.sleep(0.3)
+        time.sleep(pause_s)
         return policy(context)
     return respond
 
@@ -141,7 +142,7 @@ if __name__ == "__main__":
     probs = problems(10)
     tirgen.write_problems(probs, {out!r})
     with Sandbox(SandboxConfig(timeout_s=5.0)) as sb:
-        actor, critic = ScriptedBackend(tok, slow(actor_policy)), ScriptedBackend(tok, make_critic_policy())
+        actor, critic = ScriptedBackend(tok, slow(actor_policy, float(sys.argv[1]))), ScriptedBackend(tok, make_critic_policy())
         tirgen.generate(actor, critic, sb, probs, params(max_in_flight=2), {out!r}, progress=False)
     print("finished")
 """
@@ -153,7 +154,7 @@ def test_a_run_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests=str(REPO / "tests"), out=str(out)))
     attempts = out / "attempts.jsonl"
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(script), "0.3"], cwd=REPO, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if attempts.exists() and len(attempts.read_text().splitlines()) >= 4:
@@ -164,7 +165,7 @@ def test_a_run_killed_with_sigkill_resumes_without_loss_or_duplicates(tmp_path):
     proc.wait()
     done_before = {(r.question_id, r.metadata["sample"]) for r in read_jsonl(attempts)}
     assert 4 <= len(done_before) < 20
-    subprocess.run([sys.executable, str(script)], cwd=REPO, check=True, timeout=300)
+    subprocess.run([sys.executable, str(script), "0"], cwd=REPO, check=True, timeout=300)
     records = read_jsonl(attempts)
     keys = [(r.question_id, r.metadata["sample"]) for r in records]
     assert len(keys) == len(set(keys)) == 20  # nothing lost, nothing twice
