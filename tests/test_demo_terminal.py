@@ -8,7 +8,7 @@ import logging
 
 from thor_core import demo
 
-# what notebook 01's first cells streamed on the smoke profile (2026-12-07), papermill's chunks as they came
+# what notebooks streamed on the smoke and cpu profiles (2026-12-07/08), papermill's chunks as they came
 RECORDED_STDERR = [
     "W1207 20:37:30.238000 8681 torch/_library/triton.py:53] Triton not available, find_triton_kernels = []\n",
     "/x/.venv/lib/python3.11/site-packages/vllm/triton_utils/dispatcher.py:138: FutureWarning: `torch.distributed."
@@ -18,6 +18,12 @@ RECORDED_STDERR = [
     "\rLoading safetensors checkpoint shards:   0% Completed | 0/1 [00:00<?, ?it/s]\n",
     "\rLoading safetensors checkpoint shards: 100% Completed | 1/1 [00:17<00:00, 17.99s/it]\n",
     "\n",
+    # the first stage on a fresh machine converts the embedded GGUF; notebook 03 loads and saves (2026-12-08)
+    "[transformers] Loading a GGUF checkpoint with its weights packed is fastest in float32, and this one was asked "
+    "for in torch.bfloat16. The kernels compute in float32, so every matmul will cast its input and its output.\n",
+    "Loading weights:   0%|          | 0/291 [00:00<?, ?it/s]\rLoading weights: 100%|##########| 291/291 [00:00<00:00,"
+    " 36581.52it/s]\n",
+    "Writing model shards: 100%|##########| 1/1 [00:06<00:00,  6.54s/it]\n",
     "/x/thor_core/rl/trainer.py:88: UserWarning: a warning of the kit's own\n  warnings.warn(",
     "'a warning of the kit's own')\n",
 ]

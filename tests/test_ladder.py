@@ -220,5 +220,5 @@ def test_profiles_are_valid(profile):
     p = load_profile(ladder.AnalysisParams, profile, "05_analysis_figures")
     assert p.profile == profile and p.root().name == profile and p.out_dir().name == "05_analysis_figures"
     declared = set(papermill.inspect_notebook(str(REPO_ROOT / "notebooks" / "05_analysis_figures.ipynb")))
-    assert declared == {"profile", "runs_root", "run_dir"}
+    assert declared == {"profile", "runs_root", "run_dir", "study_root"}
     assert set(yaml.safe_load(profile_path(profile, "05_analysis_figures").read_text())) == {"profile", "runs_root"}

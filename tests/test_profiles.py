@@ -12,7 +12,15 @@ from thor_core.files import REPO_ROOT
 from thor_core.params import read_yaml_mapping
 from thor_core.runs.notebooks import _declared_parameters, _resolve_notebook
 
-PROFILE_FILES = sorted(p for p in (REPO_ROOT / "params").glob("*/*.yaml") if p.parent.name != "accelerate")
+YAML_FILES = sorted(p for p in (REPO_ROOT / "params").glob("*/*.yaml") if p.parent.name != "accelerate")
+PROFILE_FILES = [p for p in YAML_FILES if re.match(r"\d\d_", p.name)]  # a notebook's: 03_rl-episode is notebook 03_rl
+# the files that are not a notebook's, each with the test that reads it through its own schema
+OTHER_FILES = {"study/study.yaml": "tests/test_study.py (thor_core.runs.study.StudyParams)"}
+
+
+def test_every_params_file_is_a_notebooks_profile_or_named_here():
+    others = {f"{p.parent.name}/{p.name}" for p in YAML_FILES if p not in PROFILE_FILES}
+    assert others == set(OTHER_FILES), "a params file no test reads: name it after its notebook or add it here"
 
 
 def test_the_demo_profiles_are_all_there():

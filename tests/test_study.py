@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +31,7 @@ from thor_core.models import TINY_MODEL
 from thor_core.params import ParamsError
 from thor_core.record import ToolCall, Trajectory, write_jsonl
 from thor_core.rl.run import training_problems
+from thor_core.rl.trainer import question_order
 from thor_core.runs import study as st
 
 PROFILE = "params/study/study.yaml"
@@ -69,9 +72,13 @@ def test_the_rl_runs_differ_in_mode_and_seed_only():
     for (mode, seed), p in runs.items():
         diff = {k for k, v in vars(p).items() if v != getattr(thor, k)}
         assert diff <= {"mode", "seed", "output_dir"} and Path(p.output_dir).name == f"rl-{mode}-s{seed}"
-    # which questions: problem_seed, the same for every run (their order follows `seed`: docs/RL.md)
+    # which questions: problem_seed, the same for every run; their order: data_seed, the same for every run
     ids = {s: [q.id for q in training_problems(runs["thor", s])] for s in (0, 1)}
     assert ids[0] == ids[1] == [q.id for q in training_problems(runs["episode", 1])]
+    orders = {tuple(question_order(len(ids[0]), p, epoch)) for p in runs.values() for epoch in (0,)}
+    assert len(orders) == 1
+    unfixed = [dataclasses.replace(thor, data_seed=None, seed=s) for s in (0, 1)]  # the seed would set it
+    assert question_order(len(ids[0]), unfixed[0], 0) != question_order(len(ids[0]), unfixed[1], 0)
 
 
 def test_the_rl_file_may_not_set_what_the_study_sets(tmp_path):
@@ -338,6 +345,24 @@ def test_the_analysis_on_synthetic_records(tmp_path):
     assert st.best_run(root, "episode", [0, 1])[0] == "episode-s0"  # a tie (0.25 each): the lower seed
 
 
+@pytest.mark.notebook
+def test_notebook_05_draws_the_study_from_its_recorded_files(tmp_path):
+    """study_root set: the report and the figures in notebook 05's own run folder, the study folder untouched."""
+    import nbformat
+
+    root, out, figs = _synthetic_study(tmp_path), tmp_path / "nb05.ipynb", tmp_path / "figures"
+    cmd = [sys.executable, "-m", "papermill", "notebooks/05_analysis_figures.ipynb", str(out), "-p", "runs_root",
+           str(tmp_path / "no-ladder"), "-p", "run_dir", str(figs), "-p", "study_root", str(root)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    cell = next(c for c in nbformat.read(out, as_version=4).cells if c.get("id") == "study")
+    text = "".join(o.get("data", {}).get("text/markdown", "") for o in cell.outputs)
+    assert "| seed 0: episode -> thor | 8 | 0 | 6 | 25.0 -> 100.0 | 0.0312 | 3 / 0 / 1 | 0.25 |" in text
+    assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == 3
+    assert {p.name for p in (figs / "study").glob("*.png")} == {"rewards.png", "accuracy.png", "step_check.png"}
+    assert not (root / "analysis").exists()
+
+
 def test_the_analysis_says_what_is_not_recorded_yet(tmp_path):
     root = tmp_path / "empty"
     with pytest.raises(st.StudyError, match="no study.json"):
@@ -362,11 +387,18 @@ TINY_RL = {
 }  # fmt: skip
 
 
+@pytest.fixture
+def scratch(tmp_path):
+    yield tmp_path
+    shutil.rmtree(tmp_path / "study", ignore_errors=True)  # the tiny model's checkpoints and final/s: ~600 MB
+
+
 @pytest.mark.model
-def test_the_study_in_miniature_killed_and_resumed(tmp_path):
+def test_the_study_in_miniature_killed_and_resumed(scratch):
     """The tiny random model, hf backend: every piece for real (2 RL runs of one step, 3 evaluations of 3 answers, 2
-    step checks, 2 T6 runs, the analysis); SIGKILLed after the start's evaluation and during the first RL run, then
-    the same command finishes without redoing the evaluation."""
+    step checks, which find no failed call in the tiny model's answers, 2 T6 runs, the analysis); SIGKILLed (with its
+    children) once the first RL run has started, then the same command finishes without redoing the evaluation."""
+    tmp_path = scratch
     (tmp_path / "03_rl.yaml").write_text(yaml.safe_dump(TINY_RL))
     settings = {"rl_params": str(tmp_path / "03_rl.yaml"), "start": TINY_MODEL, "out_dir": str(tmp_path / "study"),
                 "seeds": [0], "backend": "hf", "heldout_n": 2, "math500_n": 1, "eval_k": 1, "heldout_exclude": [],

@@ -122,7 +122,9 @@ class RLParams:
     lora_alpha: int = _f(32, "LoRA alpha")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass")
     bf16: bool = _f(False, "bf16 autocast for the trainer's forward passes (log-softmax in fp32); weights stay fp32")
-    seed: int = _f(0, "seed of the data order and the rollouts")
+    seed: int = _f(0, "seed of the rollouts, and of the data order unless data_seed is set")
+    data_seed: int | None = _f(None, "seed of the questions' order alone (null: seed); fixed, runs of several seeds "
+                               "see the same questions in the same order (the thor vs episode study)")  # fmt: skip
     # -- run
     save_steps: int = _f(1, "steps between checkpoints (resume points)")
     save_total_limit: int = _f(2, "checkpoints kept")

@@ -122,6 +122,13 @@ def rollout_configs(p: RLParams) -> tuple[RolloutConfig, RolloutConfig]:
     return episode, step
 
 
+def question_order(n: int, p: RLParams, epoch: int) -> list[int]:
+    """Epoch ``epoch``'s order of the ``n`` training questions: seeded by ``data_seed``, or ``seed`` when unset."""
+    order = list(range(n))
+    random.Random(mix_seed(p.seed if p.data_seed is None else p.data_seed, "epoch", epoch)).shuffle(order)
+    return order
+
+
 class Trainer:
     def __init__(self, p: RLParams, progress: bool = True) -> None:
         from accelerate import Accelerator
@@ -150,9 +157,7 @@ class Trainer:
         """The next ``n`` questions of the seeded, epoch-by-epoch order (global, the same on every rank)."""
         out, N = [], len(self.problems)
         for i in range(self.state["cursor"], self.state["cursor"] + n):
-            order = list(range(N))
-            random.Random(mix_seed(self.p.seed, "epoch", i // N)).shuffle(order)
-            out.append((i, self.problems[order[i % N]]))
+            out.append((i, self.problems[question_order(N, self.p, i // N)[i % N]]))
         self.state["cursor"] += n
         return out
 

@@ -130,6 +130,7 @@ class AnalysisParams:
         default=None, metadata={"help": "folder of the run folders (null: outputs/<profile>)"}
     )
     run_dir: str | None = field(default=None, metadata={"help": "where figures go (null: outputs/<profile>/05_analysis_figures)"})  # fmt: skip
+    study_root: str | None = field(default=None, metadata={"help": "the thor vs episode study's folder (python -m thor_core.runs study, e.g. outputs/study); null: not shown"})  # fmt: skip
 
     def root(self) -> Path:
         return repo_path(self.runs_root or f"outputs/{self.profile}")
