@@ -102,6 +102,36 @@ def test_a_run_killed_mid_way_resumes_as_if_never_stopped(reference):
     assert all(torch.allclose(ref_w[n], res_w[n], atol=1e-6) for n in ref_w)
 
 
+def test_a_lora_run_checkpoints_its_adapter_alone_and_resumes_from_it(reference, tmp_path):
+    """A LoRA checkpoint holds the trainable tensors only (the frozen base is the start model's: 2.4 GB of each
+    checkpoint of the 0.5B before); a run stopped after step 1 and continued to step 2 from that checkpoint ends
+    with the uninterrupted run's metrics and weights."""
+    from safetensors import safe_open
+
+    from thor_core.rl.run import check_adapter_checkpoint
+
+    _, problems, _ = reference
+    lora = {"method": "lora", "lora_r": 4, "lora_alpha": 8}
+    rl_scripted.run(tmp_path / "ref", problems, **lora)
+    rl_scripted.run(tmp_path / "cut", problems, steps=1, **lora)  # ends after step 1, its checkpoint kept
+    with safe_open(str(tmp_path / "cut" / "checkpoints" / "step-1" / "model.safetensors"), "pt") as f:
+        saved = set(f.keys())
+    assert saved and all("lora_" in name for name in saved)
+    rl_scripted.run(tmp_path / "cut", problems, **lora)  # steps 1 -> 2: resumes from step-1's checkpoint
+    ref, resumed = _metrics(tmp_path / "ref"), _metrics(tmp_path / "cut")
+    assert [r["step"] for r in resumed] == [1, 2]
+    for key in ("reward", "loss", "grad_norm", "rows"):
+        assert ref[1][key] == pytest.approx(resumed[1][key], rel=1e-5), key
+    ref_w, res_w = _weights(tmp_path / "ref"), _weights(tmp_path / "cut")  # final/: merged into the base
+    assert all(torch.allclose(ref_w[n], res_w[n], atol=1e-6) for n in ref_w)
+    # loaded with strict=False, a checkpoint that lacks a trainable tensor is refused rather than half-loaded
+    from thor_core.models import load_model_and_tokenizer
+
+    full = load_model_and_tokenizer(rl_scripted.MODEL)[0]  # every tensor trainable, none of them saved there
+    with pytest.raises(RuntimeError, match="lacks .* trainable tensors"):
+        check_adapter_checkpoint(tmp_path / "cut" / "checkpoints" / "step-2", full)
+
+
 def test_two_processes_under_accelerate_match_one_process(reference):
     root, problems, _ = reference
     out = root / "ddp"

@@ -87,9 +87,9 @@ class Needs:
 # end). cpu-full runs the same models and stages as cpu on more problems. The GPU profiles' needs are not recorded.
 NEEDS: dict[str, Needs] = {
     "smoke": Needs(memory_gb=14.0, disk_gb=12.0, gpu=False),
-    "cpu": Needs(memory_gb=14.0, disk_gb=22.0, gpu=False),
-    "cpu-full": Needs(memory_gb=14.0, disk_gb=22.0, gpu=False),
-    "study": Needs(memory_gb=14.0, disk_gb=30.0, gpu=False),
+    "cpu": Needs(memory_gb=14.0, disk_gb=20.0, gpu=False),
+    "cpu-full": Needs(memory_gb=14.0, disk_gb=20.0, gpu=False),
+    "study": Needs(memory_gb=14.0, disk_gb=22.0, gpu=False),
     "gpu-1.5b": Needs(memory_gb=None, disk_gb=None, gpu=True),
     "gpu-7b": Needs(memory_gb=None, disk_gb=None, gpu=True),
 }

@@ -130,11 +130,39 @@ def prepare_folder(trainer, p) -> bool:
     if not found:
         return False
     last = found[-1]
-    acc.load_state(str(last))
+    if p.method == "lora":  # the checkpoint holds the adapter alone (save_checkpoint); the base is the start model's
+        check_adapter_checkpoint(last, trainer.model)
+    acc.load_state(str(last), strict=p.method != "lora")
     trainer.state = json.loads((last / STATE).read_text())
     if acc.is_main_process:
         print(f"resuming from {last} (step {trainer.state['step']})", flush=True)
     return True
+
+
+def trainable_only(models, weights, output_dir) -> None:
+    """accelerate's save-state hook for LoRA runs: each model's saved weights keep the trainable (adapter) tensors
+    only. The frozen base is the start model, loaded again on resume; saved, it took 2.4 GB of every checkpoint of
+    the 0.5B (docs/RL.md, "Checkpoints"). accelerate's documented hook (``register_save_state_pre_hook``); under
+    FSDP or DeepSpeed the engines save their own shards and ``weights`` is empty: nothing changes there."""
+    for model, state in zip(models, weights, strict=False):
+        keep = {name for name, x in model.named_parameters() if x.requires_grad}
+        for name in [name for name in state if name not in keep]:
+            del state[name]
+
+
+def check_adapter_checkpoint(folder: Path, model) -> None:
+    """A LoRA checkpoint must hold every trainable tensor of this run (loaded with ``strict=False``, it would
+    otherwise leave the adapter at its initial values without a word)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("model*.safetensors"))
+    saved = set().union(*(safe_open(str(f), "pt").keys() for f in files)) if files else set()
+    missing = sorted(name for name, x in model.named_parameters() if x.requires_grad and name not in saved)
+    if missing:
+        raise RuntimeError(
+            f"checkpoint {folder} lacks {len(missing)} of this run's trainable tensors (e.g. {missing[0]}): it is "
+            "not this run's adapter; pass overwrite=True to start over"
+        )
 
 
 def save_checkpoint(trainer, step: int) -> None:

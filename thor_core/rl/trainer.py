@@ -150,6 +150,8 @@ class Trainer:
         warm = max(p.warmup_steps, 0)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         self.model, self.optimizer, self.scheduler = self.acc.prepare(model, optimizer, scheduler)
+        if p.method == "lora":
+            self.acc.register_save_state_pre_hook(rr.trainable_only)  # checkpoints hold the adapter alone
         self.state = {"step": 0, "cursor": 0}
 
     # -- data ------------------------------------------------------------
