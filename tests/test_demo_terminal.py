@@ -18,9 +18,7 @@ RECORDED_STDERR = [
     "\rLoading safetensors checkpoint shards:   0% Completed | 0/1 [00:00<?, ?it/s]\n",
     "\rLoading safetensors checkpoint shards: 100% Completed | 1/1 [00:17<00:00, 17.99s/it]\n",
     "\n",
-    # the first stage on a fresh machine converts the embedded GGUF; notebook 03 loads and saves (2026-12-08)
-    "[transformers] Loading a GGUF checkpoint with its weights packed is fastest in float32, and this one was asked "
-    "for in torch.bfloat16. The kernels compute in float32, so every matmul will cast its input and its output.\n",
+    # notebook 03 loads the start model and saves final/ (the cpu demo, 2026-12-08)
     "Loading weights:   0%|          | 0/291 [00:00<?, ?it/s]\rLoading weights: 100%|##########| 291/291 [00:00<00:00,"
     " 36581.52it/s]\n",
     "Writing model shards: 100%|##########| 1/1 [00:06<00:00,  6.54s/it]\n",

@@ -67,9 +67,6 @@ KNOWN_NOISE: tuple[tuple[str, str], ...] = (
      "transformers 5's weight-loading bar at every model load (under a second for the 0.5B)"),
     (r"^Writing model shards:",
      "transformers' save bar when a stage writes its final/ folder (seconds); the stage's summary names the folder"),
-    (r"^\[transformers\] Loading a GGUF checkpoint with its weights packed is fastest in float32",
-     "transformers' dtype advice while the embedded GGUF is converted once into the model cache: the converted "
-     "checkpoint is what every stage loads, in the dtype its profile asks for"),
 )  # fmt: skip
 _WARNING_LINE = re.compile(r":\d+: \w*Warning: ")  # how warnings.showwarning starts a warning
 

@@ -24,6 +24,7 @@ Not covered: downloading anything (hub ids are for users with access).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib.util
@@ -106,6 +107,24 @@ def _join_parts(parts: list[Path], dest: Path) -> None:
                 shutil.copyfileobj(f, out, 1 << 22)
 
 
+@contextlib.contextmanager
+def _transformers_quiet():
+    """transformers' warnings and its own bars off while converting: its float32 advice is about computing with the
+    packed GGUF weights, which the conversion only dequantises and saves; its loading and saving bars take seconds.
+    The GGUF reader's bar (plain tqdm, minutes on first use) stays: it is the conversion's progress."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _convert_embedded(model: EmbeddedModel, folder: Path) -> None:
     """Verify, dequantise and save ``model`` as a safetensors folder at ``folder``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -132,16 +151,18 @@ def _convert_embedded(model: EmbeddedModel, folder: Path) -> None:
         else:
             gguf_dir, gguf_name = staging, "joined.gguf"
             _join_parts(parts, staging / gguf_name)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
-        lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype="bfloat16")
-        # transformers refuses to save a GGUF-loaded model while it carries the
-        # quantizer; the weights are already dequantised, so drop it.
-        lm.hf_quantizer = None
-        if hasattr(lm.config, "quantization_config"):
-            del lm.config.quantization_config
-        out = staging / "model"
-        lm.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        print(f"converting {EMBEDDED_PREFIX}{model.name} into the model cache, once: {folder}", flush=True)
+        with _transformers_quiet():
+            tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+            lm = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype="bfloat16")
+            # transformers refuses to save a GGUF-loaded model while it carries the
+            # quantizer; the weights are already dequantised, so drop it.
+            lm.hf_quantizer = None
+            if hasattr(lm.config, "quantization_config"):
+                del lm.config.quantization_config
+            out = staging / "model"
+            lm.save_pretrained(out)
+            tokenizer.save_pretrained(out)
         (out / "THOR_SOURCE").write_text(f"{EMBEDDED_PREFIX}{model.name}\nsha256 {model.sha256}\n")
         os.replace(out, folder)  # atomic publish: readers see all or nothing
     finally:
