@@ -218,7 +218,9 @@ def evaluate(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if not 0.0 <= no_call_score <= 1.0:
-        raise ValueError(f"no_call_score is an execution pass rate, in [0, 1] (0 or the authors' 1.0), got {no_call_score}")
+        raise ValueError(
+            f"no_call_score is an execution pass rate, in [0, 1] (0 or the authors' 1.0), got {no_call_score}"
+        )
     if "humaneval" in benchmarks:
         raise ValueError("humaneval is a code benchmark: use thor_core.evaluation.code.evaluate_code")
     cfg = replace(cfg, tools=mode == "tir", self_correction=self_correction)
