@@ -2,7 +2,8 @@
 
 Covered: ``REPO_ROOT``, ``OUTPUTS`` (``THOR_OUTPUTS`` moves it), :func:`repo_path` (how every parameter's path is
 read), :func:`write_json_atomic`, the one JSONL reader for files a kill may have torn (:func:`iter_json_lines`,
-:func:`read_jsonl_rows`) and the one settings check of resumable folders (:func:`check_settings`).
+:func:`read_jsonl_rows`), the one settings check of resumable folders (:func:`check_settings`) and the listing
+every notebook ends with (:func:`folder_listing`).
 
 Not covered: run folders and manifests (``thor_core.runs``).
 """
@@ -117,3 +118,10 @@ def check_settings(
             f"{path.parent} holds {what} made with other settings ({', '.join(changed)} differ, see {path.name}); "
             f"{remedy}"
         )
+
+
+def folder_listing(folder: str | os.PathLike) -> str:
+    """A run folder's entries as a Markdown list (folders with a trailing ``/``): each notebook's last cell displays
+    it, so JupyterLab and the executed notebook show what the stage wrote, while the demo's terminal, which gets a
+    notebook's printed streams only, keeps to the stage's one line naming the folder."""
+    return "\n".join(f"- `{p.name}{'/' if p.is_dir() else ''}`" for p in sorted(Path(folder).iterdir()))
