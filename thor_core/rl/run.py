@@ -130,7 +130,7 @@ def prepare_folder(trainer, p) -> bool:
     if not found:
         return False
     last = found[-1]
-    if p.method == "lora":  # the checkpoint holds the adapter alone (save_checkpoint); the base is the start model's
+    if p.method == "lora":  # the checkpoint holds the adapter alone (trainable_only); the base is the start model's
         check_adapter_checkpoint(last, trainer.model)
     acc.load_state(str(last), strict=p.method != "lora")
     trainer.state = json.loads((last / STATE).read_text())
@@ -155,8 +155,10 @@ def check_adapter_checkpoint(folder: Path, model) -> None:
     otherwise leave the adapter at its initial values without a word)."""
     from safetensors import safe_open
 
-    files = sorted(folder.glob("model*.safetensors"))
-    saved = set().union(*(safe_open(str(f), "pt").keys() for f in files)) if files else set()
+    saved: set[str] = set()
+    for file in sorted(folder.glob("model*.safetensors")):
+        with safe_open(str(file), "pt") as weights:
+            saved |= set(weights.keys())
     missing = sorted(name for name, x in model.named_parameters() if x.requires_grad and name not in saved)
     if missing:
         raise RuntimeError(
