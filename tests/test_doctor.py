@@ -4,6 +4,7 @@ or disk) fails or warns with a fix."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -15,17 +16,26 @@ from thor_core.sandbox import SandboxConfig
 
 @pytest.mark.vllm  # imports vLLM (in the doctor's probe): ~10 s
 def test_the_command_passes_here():
+    """Every check of the kit passes here. Memory and disk describe the machine, and the disk what the suite has
+    written so far (the smoke chain's checkpoints: ~10 GB): a small CI machine may FAIL them, rightly, and then the
+    line must say so with the numbers that make it fail (a run of 2026-12-08 hit 11 GB free of the 12 smoke needs)."""
     done = subprocess.run(
         [sys.executable, "-m", "thor_core.doctor", "--profile", "smoke"], capture_output=True, text=True, timeout=600
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "THOR doctor, profile smoke:" and lines[-1].startswith("doctor: ready for smoke")
+    failed = {ln.split()[1]: ln for ln in lines[1:-1] if ln.startswith("FAIL")}
+    assert set(failed) <= {"disk", "memory"}, done.stdout + done.stderr
+    for line in failed.values():
+        have, need = map(float, re.search(r"([\d.]+) GB.*(?:needs about|peaks at) ([\d.]+) GB", line).groups())
+        assert have < need, line
+    assert done.returncode == (1 if failed else 0), done.stdout + done.stderr
+    assert lines[0] == "THOR doctor, profile smoke:"
+    assert lines[-1].startswith("doctor: ready for smoke") if not failed else lines[-1].endswith("fix them first")
     names = [ln.split()[1] for ln in lines[1:-1] if not ln.startswith("     fix:")]
     assert names[:5] == ["python", "packages", "vllm", "gpus", "bf16"]
     assert {f"sandbox.{layer}" for layer in doctor.LAYERS} <= set(names)
     assert {"model", "memory", "disk"} <= set(names)
-    assert all(ln.split()[0] in ("ok", "warn", "fix:") for ln in lines[1:-1])
+    assert all(ln.split()[0] in ("ok", "warn", "fix:", "FAIL") for ln in lines[1:-1])
 
 
 def test_a_missing_or_other_package_version():
