@@ -42,6 +42,14 @@ MOVED = {
 }
 
 
+def help_field(default: Any, help: str) -> Any:
+    """A dataclass field with its help text (``metadata["help"]``, shown by the parameter errors and the CLIs); a
+    callable default is a factory (lists, dicts)."""
+    if callable(default):
+        return dataclasses.field(default_factory=default, metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def unknown_hint(key: str, known) -> str:
     """Why ``key`` is not a parameter here: where it moved, the nearest known name, or the known names."""
     if key in MOVED:

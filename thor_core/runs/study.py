@@ -54,7 +54,7 @@ import re
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,7 +68,7 @@ from thor_core.evaluation.before_after import answer_metrics, has_boxed
 from thor_core.evaluation.runner import evaluate, run_tag
 from thor_core.files import read_jsonl_rows, repo_path, write_json_atomic
 from thor_core.hardware import machine
-from thor_core.params import ParamsError, load_params_file, read_yaml_mapping, validate_params
+from thor_core.params import ParamsError, help_field, load_params_file, read_yaml_mapping, validate_params
 from thor_core.plots import save_figure
 from thor_core.record import Trajectory, read_jsonl
 from thor_core.rl import run as rl_run
@@ -90,40 +90,40 @@ DONE, PARTIAL, TODO = "done", "partial", "to do"
 NO_PREFIX = "no failed call in the start model's held-out answers"
 
 
-def _f(default: Any, help: str) -> Any:
-    if callable(default):
-        return field(default_factory=default, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class StudyParams:
     """Settings of the study (params/study/study.yaml); the RL runs' own are in the ``rl_params`` file."""
 
-    rl_params: str = _f("params/study/03_rl.yaml", "the RL runs' shared settings: a notebook-03 file without model, "
+    rl_params: str = help_field("params/study/03_rl.yaml", "the RL runs' shared settings: a notebook-03 file without model, "
                         "mode, seed, output_dir or overwrite (the study sets them per run)")  # fmt: skip
-    start: str = _f("outputs/cpu/02_sft/final", "the SFT checkpoint every run starts from, evaluated as `start`")
-    out_dir: str = _f("outputs/study", "folder of the pieces' run folders, study.json and analysis/")
-    modes: list[Literal["thor", "episode"]] = _f(lambda: ["thor", "episode"], "RL modes compared (T5, T4)")
-    seeds: list[int] = _f(
+    start: str = help_field(
+        "outputs/cpu/02_sft/final", "the SFT checkpoint every run starts from, evaluated as `start`"
+    )
+    out_dir: str = help_field("outputs/study", "folder of the pieces' run folders, study.json and analysis/")
+    modes: list[Literal["thor", "episode"]] = help_field(lambda: ["thor", "episode"], "RL modes compared (T5, T4)")
+    seeds: list[int] = help_field(
         lambda: [0, 1], "RL seeds per mode (the rollouts' seeds; the RL file's data_seed keeps one question order)"
     )
-    backend: Literal["auto", "hf", "vllm"] = _f("auto", "engine of the evaluations and step checks")
-    sandbox_urls: list[str] | None = _f(None, "sandbox hosts of the evaluations and step checks (null: this machine)")
-    heldout_n: int = _f(150, "held-out procedural problems (thor_core.data.heldout: none of the RL problems)")
-    heldout_seed: int = _f(9001, "their generator seed")
-    heldout_exclude: list[str] = _f(lambda: ["outputs/cpu/01_tirgen"], "run folders whose recorded problems.jsonl "
+    backend: Literal["auto", "hf", "vllm"] = help_field("auto", "engine of the evaluations and step checks")
+    sandbox_urls: list[str] | None = help_field(
+        None, "sandbox hosts of the evaluations and step checks (null: this machine)"
+    )
+    heldout_n: int = help_field(150, "held-out procedural problems (thor_core.data.heldout: none of the RL problems)")
+    heldout_seed: int = help_field(9001, "their generator seed")
+    heldout_exclude: list[str] = help_field(lambda: ["outputs/cpu/01_tirgen"], "run folders whose recorded problems.jsonl "
                                     "the held-out set also avoids (the start's TIRGen problems)")  # fmt: skip
-    math500_n: int = _f(50, f"the first problems of the offline MATH-500 set ({MATH500}); 0: none")
-    eval_k: int = _f(2, "samples per problem, the same seeds for every model")
-    eval_temperature: float = _f(0.6, "sampling temperature of the evaluations")
-    eval_max_new_tokens: int = _f(768, "completion budget of an answer, tool outputs included")
-    eval_max_tool_rounds: int = _f(10, "code calls per answer (T6's retries included)")
-    eval_seed: int = _f(0, "rollout seed of every model's answers and of the step-check continuations")
-    eval_correction_suffix_tokens: int = _f(100, "T6: L_suf, tokens regenerated before a failed call")
-    eval_max_corrections: int = _f(4, "T6: N_corr, retries per failing call")
-    step_check_n: int = _f(48, "held-out step check: at most this many failed calls of the start's answers (0: skip)")
-    step_check_k: int = _f(4, "continuations per prefix and model in the step check")
+    math500_n: int = help_field(50, f"the first problems of the offline MATH-500 set ({MATH500}); 0: none")
+    eval_k: int = help_field(2, "samples per problem, the same seeds for every model")
+    eval_temperature: float = help_field(0.6, "sampling temperature of the evaluations")
+    eval_max_new_tokens: int = help_field(768, "completion budget of an answer, tool outputs included")
+    eval_max_tool_rounds: int = help_field(10, "code calls per answer (T6's retries included)")
+    eval_seed: int = help_field(0, "rollout seed of every model's answers and of the step-check continuations")
+    eval_correction_suffix_tokens: int = help_field(100, "T6: L_suf, tokens regenerated before a failed call")
+    eval_max_corrections: int = help_field(4, "T6: N_corr, retries per failing call")
+    step_check_n: int = help_field(
+        48, "held-out step check: at most this many failed calls of the start's answers (0: skip)"
+    )
+    step_check_k: int = help_field(4, "continuations per prefix and model in the step check")
 
     def __post_init__(self) -> None:
         problems = []
