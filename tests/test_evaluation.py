@@ -3,6 +3,7 @@ an end-to-end TIR evaluation against the real sandbox, and HumanEval checks."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -440,6 +441,25 @@ def test_resume_refuses_records_of_other_weights(tokenizer, tmp_path):
     # records written before the model was recorded (or by a caller that names none) still resume
     run(tmp_path / "old", None)
     assert run(tmp_path / "old", str(weights)).summary["resumed"] == 1
+
+
+def test_resume_refuses_records_of_other_problems_under_the_same_ids(tokenizer, tmp_path):
+    """A held-out set drawn with another seed reuses the ids ``heldout-0000``...: its records must not be taken for
+    this set's. More problems than before resume the old ones and sample the new."""
+    first, second = load_benchmark("aime24", limit=2)
+    renamed = dataclasses.replace(second, id=first.id, metadata={})  # another question under the first one's id
+    backend = ScriptedBackend(tokenizer, answer_by_question([first, second]))
+
+    def run(problems):
+        return evaluate(backend, None, ["aime24"], 1, "cot", False, RolloutConfig(max_new_tokens=64), tmp_path,
+                        grader=CountingGrader(), progress=False, problems={"aime24": problems})  # fmt: skip
+
+    run([first])
+    with pytest.raises(ValueError, match=f"{first.id}.*another prompt"):
+        run([renamed])
+    with pytest.raises(ValueError, match="another gold answer"):
+        run([dataclasses.replace(first, answer=second.answer)])
+    assert run([first, second]).summary["resumed"] == 1  # one more problem: the first resumed, the second sampled
 
 
 @pytest.mark.model

@@ -8,7 +8,8 @@ Covered:
   rollouts) and appended to ``out_dir/records-<tag>.jsonl``. A killed run
   resumes where it stopped: tasks whose (question_id, sample) is already in the
   file are neither re-run nor re-graded; a torn last line is dropped. Resuming
-  with a different ``RolloutConfig`` or mode is refused (``config-<tag>.json``), and so is
+  with a different ``RolloutConfig`` or mode is refused (``config-<tag>.json``), and so is a record whose
+  (question_id, sample) comes back with another prompt or gold answer (other problems under the same ids), and so is
   resuming with other weights when the caller names the model (``model``: its safetensors hash is
   recorded, so an RL or SFT checkpoint retrained in place is not mixed with the old one's records).
 - ``run_resumable`` and ``finish_run``: that resumable loop and the summary
@@ -101,6 +102,23 @@ def check_config(path: Path, config: dict[str, Any]) -> None:
     check_settings(path, config, "records", "use another out_dir, or delete the records to start over", (MODEL_KEY,))
 
 
+def check_same_problems(done: dict[tuple[str, int], Trajectory], tasks: list[RolloutTask], path: Path) -> None:
+    """Refuse to resume records that answer other problems under the same (question_id, sample): a held-out set
+    drawn with another seed, an edited benchmark file, another prompt template. More problems than before is fine
+    (the new ones are sampled); a task whose prompt or gold answer differs from its record's is not."""
+    for t in tasks:
+        record = done.get(_key(t.question_id, t.metadata["sample"]))
+        if record is None:
+            continue
+        if record.prompt_ids != t.prompt_ids or record.gold_answer != t.gold_answer:
+            what = "gold answer" if record.prompt_ids == t.prompt_ids else "prompt (question or template)"
+            raise ValueError(
+                f"{path} holds a record of {t.question_id!r} (sample {t.metadata['sample']}) with another {what} than "
+                f"this run's problem of that id: these records answer other problems; use another out_dir, or "
+                "delete the records to start over"
+            )
+
+
 class GradedWriter:
     """Grades records on worker threads as rollouts finish and appends each to the JSONL file."""
 
@@ -140,6 +158,7 @@ def run_resumable(
     path = out_dir / f"records-{tag}.jsonl"
     check_config(out_dir / f"config-{tag}.json", config)
     done = load_records(path)
+    check_same_problems(done, tasks, path)
     todo = [t for t in tasks if _key(t.question_id, t.metadata["sample"]) not in done]
     t0 = time.monotonic()
     if todo:
