@@ -45,7 +45,7 @@ PER_SEED = ["rl-thor-s{0}", "rl-episode-s{0}", "eval-thor-s{0}", "eval-episode-s
 def test_the_plan_from_the_profile():
     study = st.load_study(PROFILE)
     names = [p.name for p in st.plan(study.s)]
-    expected = ["eval-start", *[n.format(0) for n in PER_SEED], *[n.format(1) for n in PER_SEED]]
+    expected = ["eval-start", "eval-base", *[n.format(0) for n in PER_SEED], *[n.format(1) for n in PER_SEED]]
     assert names == [*expected, "t6-thor", "t6-episode", "analysis"]
     assert study.s.answers() >= 400  # the issue's minimum per model
     pieces = {p.name: p for p in st.plan(study.s)}
@@ -217,10 +217,11 @@ def test_dry_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"start: {TINY_MODEL} (found)" in out
     assert " 1. eval-start         to do    the start" in out
-    assert " 2. rl-thor-s0         done     RL, thor mode, seed 0, from the start [12 steps]" in out
+    assert " 2. eval-base          to do    the base model (embedded:qwen2.5-coder-0.5b-instruct), T1" in out
+    assert " 3. rl-thor-s0         done     RL, thor mode, seed 0, from the start [12 steps]" in out
     assert f"    $ python -m thor_core.runs study --params-file {tmp_path / 'study.yaml'} --only rl-episode-s0" in out
     assert "(runs the stage: python -m thor_core.rl --config params/study/03_rl.yaml --model" in out
-    assert "16. analysis           to do    tables and figures" in out
+    assert "17. analysis           to do    tables and figures" in out
     assert not (study.root / "study.json").exists()  # a dry run writes nothing
     assert st.main(["--params-file", str(tmp_path / "study.yaml"), "--dry-run", "--only", "t6-*"]) == 0
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines() if line[:3].strip().endswith(".")] == [
@@ -248,6 +249,7 @@ RIGHT = {
     "thor-s1": {(0, 0)},
     "episode-s1": {(0, 0), (1, 0)},
     "start": {(0, 0)},
+    "base": {(0, 0), (0, 1)},
 }
 
 
@@ -336,6 +338,7 @@ def test_the_analysis_on_synthetic_records(tmp_path):
     assert "| episode-s0 -> thor-s0 (same prefixes) | 3 | 33.3 (2/6)" in report and "| 0 vs 3 (0.25) | 3 / 0 / 0 | 0.25 |" in report  # fmt: skip
     # T6 on thor-s0: q3/0 lost (1 vs 0, p = 1); the problem q3 worse
     assert "| thor: thor-s0 | 8 | 100.0 -> 87.5 | 1 vs 0 (1) | 0 / 1 / 3 (1) | 0.00 |" in report
+    assert "| base -> start | 8 | 1 | 0 | 25.0 -> 12.5 | 1 | 0 / 1 / 3 | 1 |" in report  # T1 -> T3, paired
     assert "- `rl-thor-s0`: not started" in report and "- `eval-start`: finished" in report
     for name in ("rewards", "accuracy", "step_check"):
         assert (root / "analysis" / f"{name}.png").stat().st_size > 1000 and (
@@ -395,12 +398,12 @@ def scratch(tmp_path):
 
 @pytest.mark.model
 def test_the_study_in_miniature_killed_and_resumed(scratch):
-    """The tiny random model, hf backend: every piece for real (2 RL runs of one step, 3 evaluations of 3 answers, 2
-    step checks, which find no failed call in the tiny model's answers, 2 T6 runs, the analysis); SIGKILLed (with its
-    children) once the first RL run has started, then the same command finishes without redoing the evaluation."""
+    """The tiny random model, hf backend: every piece for real (2 RL runs of one step, 4 evaluations of 3 answers, the
+    base's among them, 2 step checks, which find no failed call in the tiny model's answers, 2 T6 runs, the analysis);
+    SIGKILLed (with its children) once the first RL run has started, then the same command finishes without redoing the evaluation."""
     tmp_path = scratch
     (tmp_path / "03_rl.yaml").write_text(yaml.safe_dump(TINY_RL))
-    settings = {"rl_params": str(tmp_path / "03_rl.yaml"), "start": TINY_MODEL, "out_dir": str(tmp_path / "study"),
+    settings = {"rl_params": str(tmp_path / "03_rl.yaml"), "start": TINY_MODEL, "base": TINY_MODEL, "out_dir": str(tmp_path / "study"),
                 "seeds": [0], "backend": "hf", "heldout_n": 2, "math500_n": 1, "eval_k": 1, "heldout_exclude": [],
                 "eval_max_new_tokens": 48, "eval_max_tool_rounds": 2, "step_check_n": 2, "step_check_k": 2}  # fmt: skip
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(settings))
@@ -419,9 +422,9 @@ def test_the_study_in_miniature_killed_and_resumed(scratch):
 
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "[1/10] eval-start: done before (3 answers); skipped" in done.stdout
+    assert "[1/11] eval-start: done before (3 answers); skipped" in done.stdout
     assert (root / "eval-start" / "records-tir.jsonl").read_text() == start_records  # not redone
-    for name in ("rl-thor-s0", "rl-episode-s0", "eval-thor-s0", "eval-episode-s0", "step-thor-s0", "step-episode-s0",
+    for name in ("eval-base", "rl-thor-s0", "rl-episode-s0", "eval-thor-s0", "eval-episode-s0", "step-thor-s0", "step-episode-s0",
                  "t6-thor", "t6-episode"):  # fmt: skip
         assert json.loads((root / name / "manifest.json").read_text())["status"] == "ok", name
     record = json.loads((root / "study.json").read_text())
@@ -431,4 +434,4 @@ def test_the_study_in_miniature_killed_and_resumed(scratch):
     assert [len(pinned["heldout"]), len(pinned["math500_mmath"])] == [2, 1]
     report = (root / "analysis" / "study.md").read_text()
     assert "| seed 0: episode -> thor | 3 |" in report and "| thor-s0 | 1 |" in report
-    assert st.dry_run(st.load_study(str(tmp_path / "study.yaml"))).count(" done ") == 9  # all but the analysis
+    assert st.dry_run(st.load_study(str(tmp_path / "study.yaml"))).count(" done ") == 10  # all but the analysis

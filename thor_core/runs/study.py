@@ -11,7 +11,8 @@ Covered:
 - **The plan** (``plan``): the pieces in order, each a run folder under ``out_dir`` made by a stage's own entry
   point: ``eval-start`` (``thor_core.evaluation.runner.evaluate``: the start on the held-out procedural problems of
   ``thor_core.data.heldout`` and the first MATH-500 problems, TIR prompt, k samples with the same seeds for every
-  model); per seed, ``rl-<mode>-s<seed>`` (``thor_core.rl.trainer.train``, what ``python -m thor_core.rl`` runs),
+  model); ``eval-base`` (the model the start was fine-tuned from, ``base``, on the same answers: the ladder's T1, so
+  that T1 -> T3 is paired too); per seed, ``rl-<mode>-s<seed>`` (``thor_core.rl.trainer.train``, what ``python -m thor_core.rl`` runs),
   ``eval-<mode>-s<seed>`` and ``step-<mode>-s<seed>`` (``thor_core.rl.step_check.step_check`` on the failed calls of
   the start's held-out answers); then ``t6-<mode>`` (self-correction on the mode's best checkpoint: the highest
   held-out accuracy among its seeds in the recorded files, the lower seed on a tie) and ``analysis``.
@@ -29,7 +30,7 @@ Covered:
   with n and a 95% Wilson interval; exact McNemar thor vs episode per seed and pooled (pairs on (question_id,
   sample), pooled over seeds) and a per-problem sign test (a problem's seeds summed); where differences come from
   (boxed answers, correctness among pairs both answered, call success, calls per answer); each run against the
-  start; each RL run's rollout tokens and time (thor / episode); the step check per RL checkpoint and thor against
+  start, and the start against the base; each RL run's rollout tokens and time (thor / episode); the step check per RL checkpoint and thor against
   episode on the same prefixes; T6 against T5 on the best checkpoints. ``analysis/study.md`` and figures (reward per
   step and run, accuracy with intervals, step-check pass rates) in the study folder.
 
@@ -68,6 +69,7 @@ from thor_core.evaluation.before_after import answer_metrics, has_boxed
 from thor_core.evaluation.runner import evaluate, run_tag
 from thor_core.files import read_jsonl_rows, repo_path, write_json_atomic
 from thor_core.hardware import machine
+from thor_core.models import DEFAULT_MODEL
 from thor_core.params import ParamsError, help_field, load_params_file, read_yaml_mapping, validate_params
 from thor_core.plots import save_figure
 from thor_core.record import Trajectory, read_jsonl
@@ -99,6 +101,8 @@ class StudyParams:
     start: str = help_field(
         "outputs/cpu/02_sft/final", "the SFT checkpoint every run starts from, evaluated as `start`"
     )
+    base: str | None = help_field(DEFAULT_MODEL, "the model the start was fine-tuned from, evaluated as `base` (the "
+                                  "ladder's T1, TIR prompt) on the same answers; null: not evaluated")
     out_dir: str = help_field("outputs/study", "folder of the pieces' run folders, study.json and analysis/")
     modes: list[Literal["thor", "episode"]] = help_field(lambda: ["thor", "episode"], "RL modes compared (T5, T4)")
     seeds: list[int] = help_field(
@@ -172,7 +176,7 @@ class Piece:
     @property
     def run(self) -> str:
         """The model the piece is about: ``start``, ``<mode>-s<seed>`` or (T6) the mode."""
-        return "start" if self.name == "eval-start" else self.name.partition("-")[2]
+        return self.name.partition("-")[2]  # eval-start -> start, eval-base -> base, rl-thor-s0 -> thor-s0
 
 
 def run_label(mode: str, seed: int) -> str:
@@ -184,6 +188,8 @@ def plan(s: StudyParams) -> list[Piece]:
     step check (a complete paired seed before the next), then T6 per mode and the analysis."""
     answers = f"{s.answers()} answers"
     pieces = [Piece("eval-start", "eval", f"the start ({s.start}) on {answers}")]
+    if s.base:
+        pieces.append(Piece("eval-base", "eval", f"the base model ({s.base}), T1, on {answers}"))
     for seed in s.seeds:
         runs = [(mode, run_label(mode, seed)) for mode in s.modes]
         pieces += [Piece(f"rl-{r}", "rl", f"RL, {mode} mode, seed {seed}, from the start", mode, seed)
@@ -239,7 +245,9 @@ class Study:
         return load_params(path, {"model": self.s.start, "mode": mode, "seed": seed, "output_dir": str(folder)})
 
     def model(self, run: str) -> str:
-        """The weights of ``start`` or of an RL run (``<mode>-s<seed>``)."""
+        """The weights of ``start``, ``base`` or an RL run (``<mode>-s<seed>``)."""
+        if run == "base":
+            return self.s.base
         return rl_run.resolve_start_model(self.s.start) if run == "start" else str(self.folder(f"rl-{run}") / "final")
 
     def command(self, piece: Piece) -> str:
@@ -614,7 +622,7 @@ class Collected:
 
     s: StudyParams
     root: Path
-    answers: dict[str, dict[tuple, Trajectory]]  # start, <mode>-s<seed>, t6-<mode>
+    answers: dict[str, dict[tuple, Trajectory]]  # base, start, <mode>-s<seed>, t6-<mode>
     t6_best: dict[str, str]  # mode -> the run T6 evaluated
     metrics: dict[str, list[dict[str, Any]]]  # run -> metrics.jsonl rows
     steps: dict[str, dict[str, Any]]  # run -> step_check.json
@@ -639,7 +647,7 @@ def collect(root: str | Path) -> Collected:
     data = json.loads(path.read_text())
     s = validate_params(StudyParams, data["params"], str(path))
     tir, runs = run_tag("tir", False), runs_of(s)
-    answers = {run: _records(root / f"eval-{run}", tir) for run in ["start", *runs]}
+    answers = {run: _records(root / f"eval-{run}", tir) for run in ["base", "start", *runs]}
     t6_best = {}
     for mode in s.modes:
         record = manifest(root / f"t6-{mode}").get("result") or {}
@@ -689,8 +697,10 @@ def comparisons(c: Collected) -> list[tuple[str, dict[str, Any]]]:
 
 
 def against_start(c: Collected) -> list[tuple[str, dict[str, Any]]]:
-    start = c.answers.get("start")
-    return [(f"start -> {run}", compare(start, c.answers[run])) for run in c.runs if start and run in c.answers]
+    """The start against the base (T1 -> T3: what SFT did), then each RL run against the start."""
+    start, base = c.answers.get("start"), c.answers.get("base")
+    out = [("base -> start", compare(base, start))] if base and start else []
+    return out + [(f"start -> {run}", compare(start, c.answers[run])) for run in c.runs if start and run in c.answers]
 
 
 def paired_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
@@ -911,7 +921,7 @@ def report_markdown(c: Collected, figures: dict[str, Path]) -> str:
         f"## Accuracy per model\n\n{accuracy}",
         f"## Thor against episode, paired\n\n{paired_table(comparisons(c))}",
         f"## Where the differences come from\n\n{sources_table(comparisons(c))}",
-        f"## Each RL run against the start\n\n{paired_table(against_start(c))}\n{sources_table(against_start(c))}",
+        f"## The start against the base, each RL run against the start\n\n{paired_table(against_start(c))}\n{sources_table(against_start(c))}",
         f"## Extra compute of the step level\n\n{compute_table(c)}",
         f"## The step level on held-out prefixes\n\n{step_table(c)}",
         f"## T6: self-correction on the best checkpoint of each mode\n\n{t6_table(c)}",
