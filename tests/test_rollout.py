@@ -1,9 +1,12 @@
 """The rollout loop on a scripted policy (deterministic) and on the real embedded model."""
 
+import os
+import signal
+
 import pytest
 
 from thor_core.backends.scripted import SCRIPTED_LOGPROB, ScriptedBackend
-from thor_core.engine.rollout import RolloutConfig, RolloutTask, make_tasks, run_rollouts
+from thor_core.engine.rollout import SESSION_LOST, RolloutConfig, RolloutTask, make_tasks, run_rollouts
 from thor_core.record import Trajectory
 
 END = "<|im_end|>"
@@ -144,6 +147,42 @@ def test_rl_shortcut_ends_at_the_first_failed_call(qwen_tokenizer, sandbox):
 
     record, _ = run(qwen_tokenizer, sandbox, policy, stop_at_failed_call=True)
     assert record.finish_reason == "failed_call" and [c.success for c in record.tool_calls] == [True, False]
+
+
+class _Watched:
+    """The real sandbox, keeping the sessions it opens (so that a test can kill one's holder process)."""
+
+    def __init__(self, sandbox):
+        self.sandbox, self.sessions = sandbox, []
+
+    def session(self):
+        self.sessions.append(self.sandbox.session())
+        return self.sessions[-1]
+
+    def health_check(self):
+        return self.sandbox.health_check()
+
+
+def test_a_session_that_dies_under_a_call_costs_the_call_not_the_run(qwen_tokenizer, sandbox):
+    """The holder process of the trajectory's session is SIGKILLed between two calls: the next call is recorded as
+    failed with the lost-session line (which RL's infrastructure check treats as the sandbox's fault), a new session
+    gets the first call's state replayed, and the trajectory goes on to its answer."""
+    from thor_core.rl.trainer import sandbox_fault
+
+    watched = _Watched(sandbox)
+
+    def policy(context):
+        done = context.split("<|im_start|>assistant")[-1].count("```output")
+        if done == 1:
+            os.kill(watched.sessions[0].info["pid"], signal.SIGKILL)  # the holder dies before the second cell
+        return ["```python\nx = 21\nprint(x)\n```\n", "```python\nprint(x + 1)\n```\n",
+                "```python\nprint(x * 2)\n```\n", "\\boxed{42}" + END][done]  # fmt: skip
+
+    record, _ = run(qwen_tokenizer, watched, policy)
+    first, lost, after = record.tool_calls
+    assert (first.observation, after.observation) == ("21", "42")  # x replayed into the new session
+    assert lost.observation.startswith(SESSION_LOST) and not lost.success and not lost.kept_state
+    assert sandbox_fault(lost.observation) and record.final_answer == "42" and len(watched.sessions) == 2
 
 
 def test_a_task_budget_counts_after_its_prefix(qwen_tokenizer, sandbox):

@@ -17,7 +17,10 @@ tool rounds);
 continuing from any prefix (TIRGen's rewritten steps, step-level RL's cut
 points) with the sandbox state replayed; stopping after one executed code
 block, at the first failed call (RL's training shortcut) or after one
-reasoning step; chain-of-thought mode without tools.
+reasoning step; chain-of-thought mode without tools. A session that dies under a call (its holder process gone:
+``SandboxError``) costs that call, not the run: the call is recorded as failed with ``SESSION_LOST``'s line (RL's
+infrastructure check re-runs it and drops the rollout from the baselines), a new session gets the trajectory's
+state replayed, and the trajectory goes on; a sandbox that cannot open a new one still stops the run.
 Not covered: grading (``thor_core.grading``) and best-of-N selection
 (``thor_core.engine.best_of_n``).
 """
@@ -46,6 +49,7 @@ from thor_core.backends.base import (
 from thor_core.engine import correction
 from thor_core.progress import bar as progress_bar
 from thor_core.record import Correction, ToolCall, Trajectory
+from thor_core.sandbox import ExecResult, SandboxError
 
 CODE_STOP = "```\n"  # the segment may have closed a code block: the loop checks whether it did
 
@@ -256,7 +260,13 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
                 break
             rounds += 1
             code_start = b.token_at_char(block.start)
-            result = await asyncio.to_thread(session.run, block.code, cfg.code_timeout_s)
+            try:
+                result = await asyncio.to_thread(session.run, block.code, cfg.code_timeout_s)
+            except SandboxError as error:
+                if not own_session:
+                    raise  # the caller's session (TIRGen's actor and critic share one): its state is the caller's
+                session = await asyncio.to_thread(reopen_session, sandbox, session, b.calls, cfg.code_timeout_s)
+                result = session_lost(error)
             if correction.wants_retry(result.success, cfg, retries, rounds):
                 retries += 1
                 cut = correction.backtrack_to(code_start, b.floor, cfg)
@@ -310,6 +320,29 @@ async def rollout_one(backend: Backend, sandbox, task: RolloutTask, cfg: Rollout
             "backend": backend.name,
         },
     )
+
+
+# The observation of a call whose session died under it (the first words are what ``rl.trainer.SANDBOX_FAULTS``
+# matches, as for the sandbox's own "state process was lost" line).
+SESSION_LOST = "SandboxError: the session was lost"
+
+
+def session_lost(error: SandboxError) -> ExecResult:
+    """The result of a call that ran in no sandbox: failed, nothing kept, the reason as its observation."""
+    line = f"{SESSION_LOST} ({error}); the call did not run"
+    return ExecResult(success=False, exited_cleanly=False, stdout="", stderr=line, observation=line)
+
+
+def reopen_session(sandbox, dead, calls: Sequence[ToolCall], timeout_s: float | None):
+    """A new session in place of ``dead``, with the state of the trajectory's ``calls`` replayed (blocking)."""
+    dead.close()
+    session = sandbox.session()
+    try:
+        replay_calls(session, calls, timeout_s)
+    except BaseException:
+        session.close()
+        raise
+    return session
 
 
 def replay_calls(session, calls: Sequence[ToolCall], timeout_s: float | None) -> None:

@@ -62,7 +62,15 @@ import torch
 from thor_core import tir
 from thor_core.backends import make_backend
 from thor_core.backends.base import release_freed_memory
-from thor_core.engine.rollout import RolloutConfig, RolloutTask, mix_seed, replay_calls, rollout_config, run_rollouts
+from thor_core.engine.rollout import (
+    SESSION_LOST,
+    RolloutConfig,
+    RolloutTask,
+    mix_seed,
+    replay_calls,
+    rollout_config,
+    run_rollouts,
+)
 from thor_core.grading import Grader
 from thor_core.hardware import bf16_autocast
 from thor_core.progress import mode as progress_mode
@@ -90,10 +98,12 @@ class InfrastructureFailure(RuntimeError):
 
 # The observations of a cell that died of something outside its code's control, as the sandbox's trusted side words
 # them (the last stderr line, ``thor_core.sandbox.forkserver.SessionHolder._note``): a signal the holder did not
-# send (it sends its own for timeouts, memory and output floods, with their own lines), or a lost state process.
+# send (it sends its own for timeouts, memory and output floods, with their own lines), a lost state process, or
+# (the rollout loop's line) a whole session lost.
 SANDBOX_FAULTS = (
     "Error: the cell's process was killed by signal",
     "SandboxError: the session's state process was lost",
+    SESSION_LOST,  # the whole session died under the call (engine.rollout recorded it and went on in a new one)
 )
 
 
