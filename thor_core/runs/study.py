@@ -101,8 +101,11 @@ class StudyParams:
     start: str = help_field(
         "outputs/cpu/02_sft/final", "the SFT checkpoint every run starts from, evaluated as `start`"
     )
-    base: str | None = help_field(DEFAULT_MODEL, "the model the start was fine-tuned from, evaluated as `base` (the "
-                                  "ladder's T1, TIR prompt) on the same answers; null: not evaluated")
+    base: str | None = help_field(
+        DEFAULT_MODEL,
+        "the model the start was fine-tuned from, evaluated as `base` (the "
+        "ladder's T1, TIR prompt) on the same answers; null: not evaluated",
+    )
     out_dir: str = help_field("outputs/study", "folder of the pieces' run folders, study.json and analysis/")
     modes: list[Literal["thor", "episode"]] = help_field(lambda: ["thor", "episode"], "RL modes compared (T5, T4)")
     seeds: list[int] = help_field(
