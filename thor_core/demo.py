@@ -40,6 +40,7 @@ from typing import TextIO
 
 from thor_core.files import OUTPUTS, REPO_ROOT
 from thor_core.params import ParamsError
+from thor_core.runs import quiet_engine_logs
 from thor_core.runs.notebooks import NotebookError, run_notebook
 
 STAGES = (
@@ -126,10 +127,7 @@ def _quiet_kernel_logs() -> None:
     papermill_log = logging.getLogger("papermill")
     papermill_log.setLevel(logging.INFO)
     papermill_log.propagate = False
-    # the kernels inherit these: vLLM's start-up warnings (eager mode, no tcmalloc, ...) and c10's C++ warnings
-    # (NUMA binding) are the same at every engine start and say nothing to a demo user; a set value wins
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    quiet_engine_logs()  # the kernels inherit it: vLLM's start-up warnings (eager mode, no tcmalloc, ...) too
 
 
 @contextlib.contextmanager

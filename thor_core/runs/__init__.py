@@ -53,6 +53,15 @@ KEY_PACKAGES: dict[str, tuple[str, ...]] = {
     "numpy": ("numpy",),
 }
 
+
+def quiet_engine_logs() -> None:
+    """vLLM's INFO lines (its configuration at every engine start) and c10's C++ warnings (NUMA binding) off, for
+    this process's later vLLM import and the processes it starts (notebook kernels): they are the same at every
+    start and say nothing to the user of a long job (the demo, the study). A value the user set wins."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
 # --------------------------------------------------------------------------
 # Run folders and manifests
 # --------------------------------------------------------------------------

@@ -77,7 +77,7 @@ from thor_core.rl import run as rl_run
 from thor_core.rl import step_check as sc
 from thor_core.rl.config import RLParams, load_params
 from thor_core.rl.trainer import train
-from thor_core.runs import start_run
+from thor_core.runs import quiet_engine_logs, start_run
 from thor_core.runs.ladder import read_records
 from thor_core.runs.plan import BENCHMARK_SIZES
 from thor_core.sandbox import open_sandbox
@@ -960,6 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", metavar="PIECE", help="these pieces only (shell patterns: 'rl-*')")
     ap.add_argument("--dry-run", action="store_true", help="print the pieces, their state and commands; run nothing")
     args = ap.parse_args(argv)
+    quiet_engine_logs()  # a study starts ~20 engines: their INFO lines would bury the pieces' progress
     try:
         study = load_study(args.params_file)
         if args.dry_run:
