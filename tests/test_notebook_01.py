@@ -3,8 +3,9 @@
 The smoke profile itself (the embedded Qwen model on vLLM: loop, CoT pre-filter, filters, export, figures,
 provenance) runs once per session in conftest's ``smoke_chain``; its files are checked here. The same-seed
 check runs the notebook twice on the tiny random Qwen through the hf backend (``TINY``): that is where it holds
-exactly; on vLLM two runs of one seed are not token-identical (a few attempts in 16 differ: its CPU kernels'
-numerics depend on how requests are batched).
+exactly; on vLLM two runs of one seed are not token-identical (a few attempts in 16 differ: vLLM-CPU computes a
+long prompt's prefill, a critic's, differently when it shares an engine step with other requests' decodes:
+docs/DESIGN.md, "Which stages repeat for a fixed seed").
 """
 
 from __future__ import annotations
