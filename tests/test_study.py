@@ -339,6 +339,7 @@ def test_the_analysis_on_synthetic_records(tmp_path):
     # T6 on thor-s0: q3/0 lost (1 vs 0, p = 1); the problem q3 worse
     assert "| thor: thor-s0 | 8 | 100.0 -> 87.5 | 1 vs 0 (1) | 0 / 1 / 3 (1) | 0.00 |" in report
     assert "| base -> start | 8 | 1 | 0 | 25.0 -> 12.5 | 1 | 0 / 1 / 3 | 1 |" in report  # T1 -> T3, paired
+    assert "| base -> start: heldout | 8 | 1 | 0 | 25.0 -> 12.5 | 1 | 0 / 1 / 3 | 1 |" in report  # one benchmark here
     assert "- `rl-thor-s0`: not started" in report and "- `eval-start`: finished" in report
     for name in ("rewards", "accuracy", "step_check"):
         assert (root / "analysis" / f"{name}.png").stat().st_size > 1000 and (
