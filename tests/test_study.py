@@ -146,11 +146,13 @@ def test_done_partial_and_to_do_from_recorded_files(tmp_path):
     write_json_atomic(root / "step-thor-s0" / "step_check.json", {})
     _manifest(root / "step-episode-s0", result=st.NO_PREFIX)
     _manifest(root / "step-thor-s1", status="failed", error="boom")
+    _manifest(root / "rl-episode-s1", status="running")  # killed in its first step: nothing to resume from
     state = {name: st.piece_state(study, p) for name, p in pieces.items()}
     assert state["eval-start"] == ("done", f"{answers} answers")
     assert state["rl-episode-s0"] == ("done", "12 steps")
     assert state["rl-thor-s1"][0] == "partial" and "0 of 12 steps logged" in state["rl-thor-s1"][1]
     assert state["rl-thor-s0"] == ("partial", "3 of 12 steps logged, checkpoint step 3: resumes from its checkpoint")
+    assert state["rl-episode-s1"] == ("partial", "0 of 12 steps logged, no checkpoint yet: starts again from step 1")
     assert state["eval-thor-s0"] == ("partial", f"5 of {answers} answers recorded: the evaluation resumes its records")
     assert state["step-thor-s0"][0] == state["step-episode-s0"][0] == "done"
     assert state["step-thor-s1"][0] == "partial" and "failed last time (boom)" in state["step-thor-s1"][1]

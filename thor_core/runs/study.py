@@ -349,8 +349,10 @@ def _rl_state(study: Study, piece: Piece, folder: Path) -> tuple[bool, str]:
     if rl_run.is_finished(folder) and rl_run.read_summary(folder).get("steps") == steps:
         return True, f"{steps} steps"
     found = rl_run.checkpoints(folder)
-    saved = f", checkpoint step {found[-1].name[5:]}" if found else ", no checkpoint yet"
-    return False, f"{len(rl_run.read_metrics(folder))} of {steps} steps logged{saved}: resumes from its checkpoint"
+    logged = f"{len(rl_run.read_metrics(folder))} of {steps} steps logged"
+    if not found:
+        return False, f"{logged}, no checkpoint yet: starts again from step 1"
+    return False, f"{logged}, checkpoint step {found[-1].name[5:]}: resumes from its checkpoint"
 
 
 def _eval_state(study: Study, piece: Piece, folder: Path) -> tuple[bool, str]:
