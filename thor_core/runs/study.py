@@ -686,39 +686,42 @@ def accuracy_table(c: Collected) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_pairs(c: Collected) -> dict[int, tuple[dict[tuple, Trajectory], dict[tuple, Trajectory]]]:
+    """Seed -> (episode's answers, thor's answers), for the seeds where both were evaluated."""
+    if not {"thor", "episode"} <= set(c.s.modes):
+        return {}
+    pairs = {
+        seed: (c.answers.get(run_label("episode", seed)), c.answers.get(run_label("thor", seed))) for seed in c.s.seeds
+    }
+    return {seed: (e, t) for seed, (e, t) in pairs.items() if e and t}
+
+
+def start_pairs(c: Collected) -> list[tuple[str, dict[tuple, Trajectory], dict[tuple, Trajectory]]]:
+    """(label, first, second): the start against the base (T1 -> T3: what SFT did), then each RL run against it."""
+    start, base = c.answers.get("start"), c.answers.get("base")
+    out = [("base -> start", base, start)] if base and start else []
+    return out + [(f"start -> {run}", start, c.answers[run]) for run in c.runs if start and run in c.answers]
+
+
 def comparisons(c: Collected) -> list[tuple[str, dict[str, Any]]]:
     """(label, ``compare`` result) for thor against episode per seed and pooled over seeds (first: episode)."""
-    if not {"thor", "episode"} <= set(c.s.modes):
-        return []
-    out, firsts, seconds = [], {}, {}
-    for seed in c.s.seeds:
-        e, t = c.answers.get(run_label("episode", seed)), c.answers.get(run_label("thor", seed))
-        if e and t:
-            out.append((f"seed {seed}: episode -> thor", compare(e, t)))
-            firsts[seed], seconds[seed] = e, t
-    if len(firsts) > 1:
-        out.append((f"pooled over seeds {', '.join(map(str, firsts))}: episode -> thor",
+    pairs = seed_pairs(c)
+    out = [(f"seed {seed}: episode -> thor", compare(e, t)) for seed, (e, t) in pairs.items()]
+    if len(pairs) > 1:
+        firsts, seconds = {seed: e for seed, (e, _) in pairs.items()}, {seed: t for seed, (_, t) in pairs.items()}
+        out.append((f"pooled over seeds {', '.join(map(str, pairs))}: episode -> thor",
                     compare(pooled(firsts), pooled(seconds))))  # fmt: skip
     return out
 
 
 def against_start(c: Collected) -> list[tuple[str, dict[str, Any]]]:
-    """The start against the base (T1 -> T3: what SFT did), then each RL run against the start."""
-    start, base = c.answers.get("start"), c.answers.get("base")
-    out = [("base -> start", compare(base, start))] if base and start else []
-    return out + [(f"start -> {run}", compare(start, c.answers[run])) for run in c.runs if start and run in c.answers]
+    return [(label, compare(first, second)) for label, first, second in start_pairs(c)]
 
 
 def per_benchmark(c: Collected) -> list[tuple[str, dict[str, Any]]]:
     """The start against the base, each run against the start and thor against episode per seed, on each benchmark
     alone: SFT or RL can move the held-out problems and MATH-500 apart (the cpu SFT did: docs/RL.md, the study)."""
-    start, base = c.answers.get("start"), c.answers.get("base")
-    pairs = [("base -> start", base, start)] if base and start else []
-    pairs += [(f"start -> {run}", start, c.answers[run]) for run in c.runs if start and run in c.answers]
-    for seed in c.s.seeds:
-        e, t = run_label("episode", seed), run_label("thor", seed)
-        if e in c.answers and t in c.answers:
-            pairs.append((f"seed {seed}: episode -> thor", c.answers[e], c.answers[t]))
+    pairs = start_pairs(c) + [(f"seed {seed}: episode -> thor", e, t) for seed, (e, t) in seed_pairs(c).items()]
     out = []
     for label, first, second in pairs:
         for bench in sorted({_benchmark(r) for r in first.values()}):

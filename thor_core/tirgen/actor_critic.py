@@ -39,7 +39,7 @@ from typing import Literal
 
 from thor_core import tir
 from thor_core.backends.base import Backend, SamplingParams, end_before_eos
-from thor_core.engine.rollout import RolloutConfig, RolloutTask, mix_seed, replay_calls, rollout_one
+from thor_core.engine.rollout import RolloutConfig, RolloutTask, mix_seed, reopen_session, rollout_one
 from thor_core.record import ToolCall, Trajectory
 from thor_core.tirgen import critic as critic_lib
 
@@ -177,14 +177,6 @@ def snap_to_line_break(tokenizer, ids: list[int], start: int) -> int:
     return len(ids)
 
 
-async def _fresh_session(sandbox, old, calls: list[ToolCall], timeout_s: float | None):
-    """A new session holding the state of the accepted calls (a failed critic attempt may have changed it)."""
-    await asyncio.to_thread(old.close)
-    session = await asyncio.to_thread(sandbox.session)
-    await asyncio.to_thread(replay_calls, session, calls, timeout_s)
-    return session
-
-
 async def generate_one(actor: Backend, critic: Backend, sandbox, task: RolloutTask, cfg: TIRGenConfig) -> Trajectory:
     """One TIRGen attempt for ``task`` (see the module docstring); ``metadata['tirgen']`` holds its counters."""
     tok = actor.tokenizer
@@ -241,7 +233,8 @@ async def generate_one(actor: Backend, critic: Backend, sandbox, task: RolloutTa
                 stats["critic_failures"].append(verdict.reason)
                 if len(stats["failed_rewrites"]) < 2:  # for reading what went wrong
                     stats["failed_rewrites"].append(rewrite.completion_text[:600])
-                session = await _fresh_session(sandbox, session, path.calls, cfg.code_timeout_s)
+                # a new session with the accepted calls' state: the failed attempt's code may have changed it
+                session = await asyncio.to_thread(reopen_session, sandbox, session, path.calls, cfg.code_timeout_s)
             if verdict.kind == "failed":
                 finish, stats["dropped"] = r.finish_reason, verdict.reason
                 path.extend(r, n0, end, "a", keep_logprobs=True)
